@@ -1,5 +1,71 @@
-"""Subcommands of run_study.py contributed by this package."""
+"""The ``tune`` subcommand (the default): run or resume a study and print where its results are."""
+from __future__ import annotations
+
+import argparse
 
 
 def register(subparsers) -> None:
-    """Add this package's subcommands to run_study.py's parser."""
+    p = subparsers.add_parser(
+        "tune", help="run a hyperparameter study (the default command)",
+        description="Run a study: Optuna proposes, Ray Tune schedules, ASHA stops weak trials, "
+                    "MLflow records every trial. With no options: the embedded laptop default.",
+    )
+    p.add_argument("--config", help="study YAML (default: configs/local.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set tune.trials=8 (repeatable)")
+    p.add_argument("--address", help="Ray cluster to join, e.g. 'auto' on a `ray up` head")
+    p.add_argument("--name", help="study name (MLflow experiment and Tune folder); default from config")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default from config: sqlite:///mlflow.db)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted study: finished trials are kept, unfinished ones resume")
+    p.set_defaults(func=run_tune)
+    _register_more(subparsers)
+
+
+def _register_more(subparsers) -> None:
+    """Subcommands of other study modules (added as they exist)."""
+    try:
+        from study import best_cli
+    except ImportError:
+        return
+    best_cli.register(subparsers)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from study.config import load_config
+    from study.tuner import run_study
+
+    overrides = list(args.overrides)
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.tracking_uri:
+        overrides.append(f"mlflow.tracking_uri={args.tracking_uri}")
+    config = load_config(args.config, overrides)
+    outcome = run_study(config, address=args.address, resume=args.resume, explicit_name=bool(args.name))
+    print_summary(outcome)
+    return 0
+
+
+def print_summary(outcome) -> None:
+    from study.leaderboard import by_group, markdown
+
+    config, trials = outcome.config, outcome.trials
+    metric = config.tune.metric
+    shown = trials[["trial", "status", "epochs", "best"]].rename(columns={"best": f"best {metric}"})
+    print(f"\nStudy {config.name!r}: {len(trials)} trials "
+          f"({(trials.status == 'completed').sum()} completed, {(trials.status == 'pruned').sum()} pruned "
+          f"by ASHA, {(trials.status == 'failed').sum()} failed)\n")
+    print(markdown(shown.head(15)))
+    print(markdown(by_group(trials).rename(columns={"best": f"best {metric}"})))
+    uri = config.mlflow.tracking_uri
+    print(f"MLflow: {uri}  experiment {config.experiment!r} (id {outcome.experiment_id}), "
+          f"parent run {outcome.parent_run_id}")
+    print(f"Results: {outcome.artifacts}  (also on the parent run under results/)")
+    if uri.startswith("sqlite"):
+        print(f"Open the MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+        base = "http://127.0.0.1:5000"
+    else:
+        base = uri.rstrip("/")
+    print(f"Runs table:           {base}/#/experiments/{outcome.experiment_id}/runs")
+    print(f"Rerun the best:       python run_study.py best --study {config.name}"
+          + ("" if uri == "sqlite:///mlflow.db" else f" --tracking-uri {uri}"))

@@ -1,0 +1,227 @@
+"""The training engine: one train/evaluate loop shared by Tune trials and the standalone rerun.
+
+Reads top to bottom: a :class:`RunSpec` says what to train, a :class:`Trainer` holds the model,
+optimiser and epoch counter, :func:`fit` runs epochs and hands each epoch's record to a callback
+(``tune.report`` in a trial, MLflow logging in the rerun). Checkpoints are self-describing
+(spec, class names, model config, weights, optimiser, epoch, history) and load with
+``torch.load(weights_only=True)``.
+
+Reproducible on CPU: the model is initialised from ``seed``; epoch ``e`` shuffles and augments
+with generators seeded from ``(seed, e)``, so a run resumed from a checkpoint continues exactly
+as if it had not stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.atomic import atomic_file
+from common.errors import UsageError
+from study.metrics import classification_metrics, probabilities
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one training run: the sampled hyperparameters and fixed settings."""
+
+    model: str
+    width: float
+    lr: float
+    weight_decay: float
+    batch_size: int
+    max_epochs: int
+    seed: int = 0
+    optimizer: str = "adamw"
+    head: str = "invariant"
+    width_mode: str = "fields"
+    image_size: int = 33
+    crop_fraction: float = 1.0
+    rotate: bool = True
+    flip: bool = False
+    amp: bool = True
+
+    def label(self) -> str:
+        """A short human name that says what distinguishes this run, e.g. ``C8 w0.50 lr3e-04 wd1e-05``."""
+        width = "" if self.model == "resnet18" else f" w{self.width:.2f}"
+        return f"{self.model}{width} lr{self.lr:.0e} wd{self.weight_decay:.0e} bs{self.batch_size}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Split:
+    """One split of a dataset: images ``[N, H, W]`` float32 and integer labels ``[N]``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Trainer:
+    """Model + optimiser + epoch counter for one :class:`RunSpec`."""
+
+    def __init__(self, spec: RunSpec, class_names: list[str], device: str | None = None):
+        from data_io import Preprocess
+        from lensnets import ModelConfig, build_model
+
+        self.spec, self.class_names = spec, list(class_names)
+        self.device = pick_device(device)
+        torch.manual_seed(spec.seed)
+        config = ModelConfig(
+            name=spec.model, width=spec.width, width_mode=spec.width_mode,
+            num_classes=len(class_names), input_size=spec.image_size, head=spec.head,
+        )
+        self.model = build_model(config).to(self.device)
+        optimizer_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[spec.optimizer]
+        self.optimizer = optimizer_cls(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        self.preprocess = Preprocess(target_size=spec.image_size, crop_fraction=spec.crop_fraction)
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ one epoch
+
+    def train_epoch(self, split: Split) -> dict:
+        """One pass over ``split`` in a seeded random order with seeded augmentation."""
+        from data_io import random_augment
+
+        self.model.train()
+        order = torch.randperm(len(split), generator=self._generator("cpu", salt=1)).numpy()
+        augment_gen = self._generator(self.device.type, salt=2)
+        total, seen, start = 0.0, 0, time.perf_counter()
+        for idx in np.array_split(order, max(1, -(-len(order) // self.spec.batch_size))):
+            x, y = self._batch(split, np.sort(idx))
+            x = random_augment(x, augment_gen, rotate=self.spec.rotate, flip=self.spec.flip)
+            with self._autocast():
+                loss = self._loss(self.model(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss) * len(idx)
+            seen += len(idx)
+        self.epoch += 1
+        return {"train_loss": total / seen, "train_images_per_s": seen / (time.perf_counter() - start)}
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities ``[N, C]`` of images ``[N, H, W]`` in eval mode."""
+        self.model.eval()
+        out = []
+        for lo in range(0, len(images), batch_size):
+            x = self.preprocess.batch(np.asarray(images[lo:lo + batch_size])).to(self.device)
+            with self._autocast():
+                out.append(probabilities(self.model(x)).cpu())
+        return torch.cat(out).numpy()
+
+    def evaluate(self, split: Split, prefix: str = "val_") -> dict:
+        """Loss and metrics of ``split`` (probability-based AUCs, accuracy), keys prefixed."""
+        probs = self.predict(split.images)
+        p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
+        loss = F.nll_loss(p.log(), torch.from_numpy(np.asarray(split.labels)).long())
+        metrics = classification_metrics(probs, split.labels, self.class_names)
+        metrics["loss"] = float(loss)
+        return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, path: Path) -> None:
+        state = {
+            "spec": self.spec.to_dict(),
+            "class_names": self.class_names,
+            "model_config": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+        }
+        with atomic_file(Path(path)) as fh:
+            torch.save(state, fh)
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str | None = None) -> "Trainer":
+        state = load_checkpoint(path)
+        trainer = cls(RunSpec.from_dict(state["spec"]), state["class_names"], device=device)
+        trainer.load(path)
+        return trainer
+
+    # ------------------------------------------------------------------ helpers
+
+    def _batch(self, split: Split, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.preprocess.batch(np.asarray(split.images[idx])).to(self.device, non_blocking=True)
+        y = torch.as_tensor(np.asarray(split.labels[idx]), dtype=torch.long, device=self.device)
+        return x, y
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(logits[:, 0].float(), y.float())
+        return F.cross_entropy(logits.float(), y)
+
+    def _generator(self, device: str, salt: int) -> torch.Generator:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.spec.seed * 1_000_003 + self.epoch * 101 + salt)
+        return gen
+
+    def _autocast(self):
+        if self.spec.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint safely (``weights_only=True``); a bad file is a :class:`UsageError`."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"checkpoint {path} does not exist")
+    except Exception as err:  # truncated file, not a torch file, unsafe pickle
+        raise UsageError(f"checkpoint {path} is not a readable training checkpoint ({type(err).__name__})")
+    if not isinstance(state, dict) or not {"spec", "model", "epoch"} <= set(state):
+        raise UsageError(f"checkpoint {path} is not a training checkpoint of this project")
+    return state
+
+
+def fit(trainer: Trainer, train: Split, val: Split, until_epoch: int,
+        on_epoch: Callable[[dict], None] = lambda record: None) -> list[dict]:
+    """Train until ``trainer.epoch == until_epoch``; after each epoch evaluate ``val`` and call back.
+
+    The record handed to ``on_epoch`` holds ``epoch`` (1-based), train loss and throughput, and
+    the validation metrics (``val_loss``, ``val_acc``, ``val_auc_micro``, ``val_auc_macro``,
+    ``val_auc_<class>``). It is appended to ``trainer.history`` before the callback runs, so a
+    checkpoint saved in the callback includes it.
+    """
+    while trainer.epoch < until_epoch:
+        record = trainer.train_epoch(train)
+        record.update(trainer.evaluate(val))
+        record["epoch"] = trainer.epoch
+        trainer.history.append(record)
+        on_epoch(record)
+    return trainer.history

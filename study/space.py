@@ -1,0 +1,51 @@
+"""The search space as an Optuna define-by-run function.
+
+A trial samples a model (a symmetry group or the ResNet-18 baseline), then - only for the
+steerable/conventional family - a width multiplier, then learning rate and weight decay
+log-uniformly and a batch size. ResNet-18 has no width: it has one fixed architecture.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from study.config import SearchConfig, StudyConfig
+from study.engine import RunSpec
+
+RESNET = "resnet18"
+
+
+def define_by_run(search: SearchConfig) -> Callable:
+    """Return ``space(trial)`` that samples one configuration with Optuna's ``trial.suggest_*``."""
+
+    def space(trial) -> None:
+        model = trial.suggest_categorical("model", list(search.groups))
+        if model != RESNET:
+            trial.suggest_categorical("width", list(search.widths))
+        trial.suggest_float("lr", *search.lr, log=True)
+        trial.suggest_float("weight_decay", *search.weight_decay, log=True)
+        trial.suggest_categorical("batch_size", list(search.batch_sizes))
+
+    return space
+
+
+def describe(search: SearchConfig) -> dict:
+    """The space in words and numbers, for the parent MLflow run."""
+    return {
+        "model": {"choice": list(search.groups)},
+        "width": {"choice": list(search.widths), "only_if": f"model != {RESNET}"},
+        "lr": {"log_uniform": list(search.lr)},
+        "weight_decay": {"log_uniform": list(search.weight_decay)},
+        "batch_size": {"choice": list(search.batch_sizes)},
+    }
+
+
+def run_spec(sampled: dict, config: StudyConfig) -> RunSpec:
+    """Combine one trial's sampled values with the study's fixed settings."""
+    d, t = config.data, config.train
+    return RunSpec(
+        model=sampled["model"], width=float(sampled.get("width", 1.0)), lr=float(sampled["lr"]),
+        weight_decay=float(sampled["weight_decay"]), batch_size=int(sampled["batch_size"]),
+        max_epochs=t.max_epochs, seed=config.seed, optimizer=t.optimizer, head=t.head,
+        width_mode=t.width_mode, image_size=d.image_size, crop_fraction=d.crop_fraction,
+        rotate=d.rotate, flip=d.flip, amp=t.amp,
+    )

@@ -1,0 +1,243 @@
+"""MLflow tracking: one parent run per study, one nested child run per trial, one writer.
+
+Everything is written from the study driver (a Tune callback runs in the driver process), so a
+SQLite backend is safe. Child runs are found again by their ``trial_id`` tag, and metrics are
+logged with ``step = epoch`` only for epochs not logged yet, so a resumed study or a trial
+restored from a checkpoint never creates a second run or a duplicate point.
+
+Writes go through an outbox: if the tracking server is unreachable, operations are kept in
+order (in memory and in ``outbox.jsonl`` beside the study state) and delivered on the next
+callback once the server answers again; nothing is silently dropped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+from common.errors import UsageError
+
+PARENT_TAG = "mlflow.parentRunId"
+STUDY_TAG = "study"
+TRIAL_TAG = "trial_id"
+SPEC_PARAMS = ("model", "width", "lr", "weight_decay", "batch_size")
+
+
+def connect(tracking_uri: str):
+    """An ``MlflowClient`` for ``tracking_uri``, checked to answer; otherwise a :class:`UsageError`."""
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("http"):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:
+        raise UsageError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); "
+            "start it (mlflow server --host 127.0.0.1 --port 5000) or fix --tracking-uri / mlflow.tracking_uri"
+        )
+    return client
+
+
+def open_parent_run(client, experiment: str, study: str, resume: bool) -> tuple[str, str, bool]:
+    """Return ``(experiment_id, parent_run_id, reused)`` for the study, reusing it on resume."""
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    if resume:
+        found = client.search_runs(
+            [exp_id], f"tags.{STUDY_TAG} = '{study}' and tags.role = 'study'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+        if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")
+            return exp_id, found[0].info.run_id, True
+    run = client.create_run(exp_id, run_name=study, tags={STUDY_TAG: study, "role": "study"})
+    return exp_id, run.info.run_id, False
+
+
+def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
+    """All trial runs of a study (any status), oldest first."""
+    return client.search_runs(
+        [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"], max_results=5000,
+    )
+
+
+def numeric_metrics(result: dict) -> dict[str, float]:
+    """The per-epoch numbers of a Tune result worth plotting (train/val metrics and epoch)."""
+    return {
+        k: float(v) for k, v in result.items()
+        if (k.startswith(("val_", "train_")) or k == "epoch")
+        and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+class MlflowTrialLogger(Callback):
+    """Tune callback (driver side) logging every trial as a nested child run of the study."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str,
+                 metric: str, max_epochs: int, outbox_path: str, labeller=None, fixed_params=None):
+        self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
+        self.parent_run_id, self.study, self.metric = parent_run_id, study, metric
+        self.max_epochs, self.outbox_path = max_epochs, outbox_path
+        self.labeller = labeller or (lambda config: config.get("model", "trial"))
+        self.fixed_params = dict(fixed_params or {})
+        self._client = None
+        self._runs: dict[str, str] = {}       # trial id -> run id
+        self._logged: dict[str, int] = {}     # trial id -> last epoch logged
+        self._best: dict[str, float] = {}
+        self._nodes: dict[str, list[str]] = {}
+        self._outbox: list[dict] = self._read_outbox()
+
+    def __getstate__(self):  # Tune pickles callbacks into the experiment state
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    # ------------------------------------------------------------------ Tune hooks
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._send({"op": "start", "trial": trial.trial_id, "config": _plain(trial.config)})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        self._send({"op": "start", "trial": trial.trial_id, "config": _plain(trial.config)})
+        self._send({"op": "epoch", "trial": trial.trial_id, "epoch": epoch,
+                    "metrics": numeric_metrics(result),
+                    "node": f"{result.get('node_ip', '')}/{str(result.get('node_id', ''))[:8]}"})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epoch = int(trial.last_result.get("epoch", 0)) if trial.last_result else 0
+        status = "completed" if epoch >= self.max_epochs else "pruned"
+        self._send({"op": "end", "trial": trial.trial_id, "status": status, "run_status": "FINISHED"})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._send({"op": "end", "trial": trial.trial_id, "status": "failed", "run_status": "FAILED"})
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
+        if self._outbox:
+            print(f"warning: {len(self._outbox)} MLflow writes could not be delivered; they are kept in "
+                  f"{self.outbox_path} and are sent when you rerun with --resume")
+
+    # ------------------------------------------------------------------ outbox
+
+    def _send(self, op: dict) -> None:
+        self._outbox.append(op)
+        self.flush()
+
+    def flush(self) -> None:
+        """Deliver queued operations in order; on a connection failure keep the rest on disk."""
+        while self._outbox:
+            try:
+                self._apply(self._outbox[0])
+            except Exception as err:  # unreachable server, locked database, ...
+                self._write_outbox(err)
+                return
+            self._outbox.pop(0)
+        self._write_outbox(None)
+
+    def _write_outbox(self, err) -> None:
+        path = Path(self.outbox_path)
+        if not self._outbox:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(op) + "\n" for op in self._outbox))
+        if err is not None and not getattr(self, "_warned", False):
+            self._warned = True
+            print(f"warning: MLflow unreachable ({type(err).__name__}); buffering trial logs in {path}")
+
+    def _read_outbox(self) -> list[dict]:
+        path = Path(self.outbox_path)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # ------------------------------------------------------------------ applying operations
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _apply(self, op: dict) -> None:
+        if op["op"] == "start":
+            self._run_id(op["trial"], op["config"])
+        elif op["op"] == "epoch":
+            self._log_epoch(op)
+        elif op["op"] == "end":
+            run_id = self._run_id(op["trial"], None)
+            if run_id:
+                self.client.set_tag(run_id, "status", op["status"])
+                self.client.set_terminated(run_id, status=op["run_status"])
+
+    def _run_id(self, trial_id: str, config: dict | None) -> str | None:
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.{TRIAL_TAG} = '{trial_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            history = self.client.get_metric_history(run_id, "epoch")
+            self._logged[trial_id] = int(max((m.value for m in history), default=0))
+            self._best[trial_id] = found[0].data.metrics.get(f"best_{self.metric}", -math.inf)
+        elif config is not None:
+            run_id = self._create_run(trial_id, config)
+        else:
+            return None
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _create_run(self, trial_id: str, config: dict) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=self.labeller(config),
+            tags={PARENT_TAG: self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: trial_id,
+                  "role": "trial", "status": "running"},
+        )
+        from mlflow.entities import Param
+
+        params = {**self.fixed_params, **{k: config[k] for k in SPEC_PARAMS if k in config}}
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self._logged[trial_id] = 0
+        return run.info.run_id
+
+    def _log_epoch(self, op: dict) -> None:
+        from mlflow.entities import Metric
+
+        trial_id, epoch = op["trial"], op["epoch"]
+        run_id = self._run_id(trial_id, None)
+        if run_id is None or epoch <= self._logged.get(trial_id, 0):
+            return  # already logged (a trial restored from a checkpoint repeats no epoch here)
+        metrics = dict(op["metrics"])
+        value = metrics.get(self.metric)
+        if value is not None and not math.isnan(value):
+            self._best[trial_id] = max(self._best.get(trial_id, -math.inf), value)
+        if self._best.get(trial_id, -math.inf) > -math.inf:
+            metrics[f"best_{self.metric}"] = self._best[trial_id]
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, epoch) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+        if op.get("node"):
+            self.client.set_tag(run_id, "node", op["node"])
+            nodes = self._nodes.setdefault(trial_id, [])
+            if op["node"] not in nodes:
+                nodes.append(op["node"])
+                self.client.set_tag(run_id, "nodes", ",".join(nodes))
+        self._logged[trial_id] = epoch
+
+
+def _plain(config: dict) -> dict:
+    return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}

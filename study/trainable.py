@@ -1,0 +1,46 @@
+"""The Tune function trainable: one trial = build, restore if checkpointed, one report per epoch.
+
+The dataset arrives through Ray's object store (``tune.with_parameters``): the driver puts the
+train and validation arrays there once, each node holds one copy, and every trial on that node
+reads them zero-copy. The trial's sampled values come in ``config``; the study's fixed settings
+come in ``settings`` (a plain dict of :class:`study.config.StudyConfig`).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from study.engine import CHECKPOINT_FILE, Split, Trainer, fit
+
+
+def train_trial(config: dict, *, settings: dict, data: dict) -> None:
+    """Train one sampled configuration, reporting validation metrics and a checkpoint each epoch."""
+    import torch
+
+    from study.config import config_from_dict
+    from study.space import run_spec
+
+    study = config_from_dict(settings)
+    spec = run_spec(config, study)
+    cpus = max(1, int(study.tune.cpus_per_trial))
+    torch.set_num_threads(cpus)
+    trainer = Trainer(spec, data["class_names"])
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load(Path(folder) / CHECKPOINT_FILE)
+
+    node = ray.get_runtime_context().get_node_id()
+
+    def report(record: dict) -> None:
+        record = {**record, "node_id": node}
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(Path(folder) / CHECKPOINT_FILE)
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train = Split(data["train_images"], data["train_labels"])
+    val = Split(data["val_images"], data["val_labels"])
+    fit(trainer, train, val, until_epoch=spec.max_epochs, on_epoch=report)
