@@ -82,10 +82,12 @@ class MlflowTrialLogger(Callback):
     """Tune callback (driver side) logging every trial as a nested child run of the study."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str,
-                 metric: str, max_epochs: int, outbox_path: str, labeller=None, fixed_params=None):
+                 metric: str, max_epochs: int, outbox_path: str, labeller=None, fixed_params=None,
+                 mode: str = "max"):
         self.tracking_uri, self.experiment_id = tracking_uri, experiment_id
         self.parent_run_id, self.study, self.metric = parent_run_id, study, metric
         self.max_epochs, self.outbox_path = max_epochs, outbox_path
+        self.sign = 1.0 if mode == "max" else -1.0   # best = max of sign * metric
         self.labeller = labeller or (lambda config: config.get("model", "trial"))
         self.fixed_params = dict(fixed_params or {})
         self._client = None
@@ -193,7 +195,7 @@ class MlflowTrialLogger(Callback):
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "epoch")
             self._logged[trial_id] = int(max((m.value for m in history), default=0))
-            self._best[trial_id] = found[0].data.metrics.get(f"best_{self.metric}", -math.inf)
+            self._best[trial_id] = self.sign * found[0].data.metrics.get(f"best_{self.metric}", -self.sign * math.inf)
         elif config is not None:
             run_id = self._create_run(trial_id, config)
         else:
@@ -224,9 +226,9 @@ class MlflowTrialLogger(Callback):
         metrics = dict(op["metrics"])
         value = metrics.get(self.metric)
         if value is not None and not math.isnan(value):
-            self._best[trial_id] = max(self._best.get(trial_id, -math.inf), value)
+            self._best[trial_id] = max(self._best.get(trial_id, -math.inf), self.sign * value)
         if self._best.get(trial_id, -math.inf) > -math.inf:
-            metrics[f"best_{self.metric}"] = self._best[trial_id]
+            metrics[f"best_{self.metric}"] = self.sign * self._best[trial_id]
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, epoch) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)

@@ -255,6 +255,7 @@ def make_logger(config: StudyConfig, paths: StudyPaths, exp_id: str, parent_id: 
         config.mlflow.tracking_uri, exp_id, parent_id, config.name, config.tune.metric,
         config.train.max_epochs, str(paths.state / "outbox.jsonl"),
         labeller=lambda sampled: run_spec(sampled, config).label(), fixed_params=fixed,
+        mode=config.tune.mode,
     )
 
 

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny simulated dataset, study configs sized for tests, the CLI as a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python run_study.py ARGS`` in ``cwd``; returns the completed process (text output)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "run_study.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A small three-class simulated dataset (small64 preset), made once per test session."""
+    from data_io import simulate_dataset
+
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    simulate_dataset("small64", 24, out, seed=3, progress=False, workers=1)
+    return out
+
+
+def tiny_overrides(dataset: Path, tmp: Path, *, trials: int = 4, epochs: int = 3, name: str = "t") -> list[str]:
+    """``--set`` overrides for a study that finishes in seconds (17-px images, tiny widths)."""
+    return [
+        f"name={name}", f"data.path={dataset}", "data.simulate=null", "data.image_size=17",
+        "search.groups=[trivial, C4, D4]", "search.widths=[0.1]", "search.batch_sizes=[16]",
+        "search.lr=[1.0e-3, 1.0e-2]", f"train.max_epochs={epochs}", f"tune.trials={trials}",
+        "tune.max_concurrent=2", "tune.grace_period=1", "tune.reduction_factor=2",
+        f"tune.storage_path={tmp / 'runs'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+    ]
