@@ -1,0 +1,87 @@
+"""e2cnn modules that lack ``export()``, given one, plus their plain-PyTorch counterparts.
+
+e2cnn exports ``R2Conv`` -> ``Conv2d``, ``InnerBatchNorm`` -> ``BatchNorm2d``, ``ReLU`` -> ``ReLU``
+and ``GroupPooling`` -> ``MaxPoolChannels``; ``MaskModule`` and ``PointwiseAvgPoolAntialiased`` have
+no ``export()``. The subclasses below compute exactly what the parents compute and export to the
+plain modules ``DiscMask`` and a depthwise ``torch.nn.Conv2d``.
+"""
+from __future__ import annotations
+
+import torch
+from e2cnn import nn as enn
+
+
+class DiscMask(torch.nn.Module):
+    """Multiply every channel by a fixed ``[1, 1, S, S]`` mask (1 inside the inscribed disc).
+
+    e2cnn's mask (margin m %): 1 where r^2 <= t = ((S-1)/2 (1 - m/100))^2, else exp((t - r^2)/sig^2)
+    with sig = 2; r is the distance from the centre pixel in pixels.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask
+
+
+class ExportableMaskModule(enn.MaskModule):
+    """``e2cnn.nn.MaskModule`` with ``export()`` to :class:`DiscMask`.
+
+    The mask is kept as a buffer (the parent makes it a frozen Parameter, which would show up in
+    ``parameters()`` and in optimisers).
+    """
+
+    def __init__(self, in_type: enn.FieldType, size: int, margin: float = 0.0):
+        super().__init__(in_type, size, margin=margin)
+        mask = self.mask.data
+        del self.mask
+        self.register_buffer("mask", mask)
+
+    def export(self) -> DiscMask:
+        self.eval()
+        return DiscMask(self.mask)
+
+
+def gaussian_pool_conv(pool: enn.PointwiseAvgPoolAntialiased) -> torch.nn.Conv2d:
+    """A depthwise ``Conv2d`` (no bias, frozen weight) with the pool's Gaussian filter.
+
+    The filter is g(x, y) = exp(-((x - c)^2 + (y - c)^2) / (2 sigma^2)) / Z on a k x k grid,
+    k = 2 round(3 sigma) + 1, c = (k - 1)/2 (pixels), Z making it sum to 1; each channel is
+    convolved with it alone (``groups = channels``), at the pool's stride and zero padding.
+    """
+    weight = pool.filter
+    channels, _, k, _ = weight.shape
+    conv = torch.nn.Conv2d(channels, channels, k, stride=pool.stride, padding=pool.padding,
+                           groups=channels, bias=False, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    conv.weight.requires_grad_(False)
+    return conv
+
+
+class ExportablePointwiseAvgPoolAntialiased(enn.PointwiseAvgPoolAntialiased):
+    """``e2cnn.nn.PointwiseAvgPoolAntialiased`` with ``export()`` to :func:`gaussian_pool_conv`."""
+
+    def export(self) -> torch.nn.Conv2d:
+        self.eval()
+        return gaussian_pool_conv(self)
+
+
+class FieldMaxPool(torch.nn.Module):
+    """Group pooling in plain PyTorch: [B, F*|G|, H, W] -> [B, F, H, W], max over each field.
+
+    Same as e2cnn's ``GroupPooling`` for regular fields (channels of field f are f|G| .. f|G|+|G|-1).
+    """
+
+    def __init__(self, group_order: int):
+        super().__init__()
+        self.group_order = group_order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x.view(b, c // self.group_order, self.group_order, h, w).amax(dim=2)
+
+    def extra_repr(self) -> str:
+        return f"group_order={self.group_order}"

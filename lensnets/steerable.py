@@ -1,0 +1,116 @@
+"""The seed's E(2)-steerable CNN over any group in ``GROUPS``, with a flatten or invariant head.
+
+Body (the seed's; sizes for a 129-px input):
+
+    mask(S, margin 1) -> [R2Conv 7x7 pad 1 -> InnerBN -> ReLU]            125 px, F1 fields
+    -> [R2Conv 5x5 pad 2 -> InnerBN -> ReLU] -> GaussPool(sigma .66, /2)   63 px, F2
+    -> [5x5 pad 2 block] -> [5x5 pad 2 block] -> GaussPool(/2)             32 px, F3, F4
+    -> [5x5 pad 2 block] -> [5x5 pad 1 block] -> GaussPool(stride 1, pad 0) 26 px, F5, F6
+    -> GroupPooling (max over the |G| channels of each regular field)       F6 invariant channels
+
+Every feature map is a stack of regular fields: rotating (or flipping, for D_N) the input by
+g in G moves each map spatially by g and cyclically permutes the |G| channels of every field,
+f(g x) = rho_reg(g) f(x). Group pooling (max over a field's channels) removes the permutation.
+Heads:
+
+- ``invariant`` (default): global average over space, then Linear(F6, 64) -> ELU -> Linear.
+  Both poolings are invariant, so logits(g x) = logits(x) exactly for rot90/flips (float
+  round-off) and up to filter discretisation for 45- and 22.5-degree rotations.
+- ``flatten`` (the seed's): Flatten(F6 x 26 x 26) -> Linear(., 64) -> BatchNorm1d -> ELU ->
+  Linear; the spatial layout is kept, so it is NOT invariant.
+"""
+from __future__ import annotations
+
+import torch
+from e2cnn import gspaces
+from e2cnn import nn as enn
+
+from . import e2cnn_compat
+from .config import (GROUP_SPECS, POOL_AFTER, POOL_SIGMA, SEED_KERNELS, SEED_PADDINGS,
+                     ModelConfig)
+from .layers import ExportableMaskModule, ExportablePointwiseAvgPoolAntialiased, FieldMaxPool
+from .plain import build_head
+
+e2cnn_compat.install()
+
+
+def make_gspace(group: str) -> gspaces.GSpace:
+    """The group acting on the plane: rotations by 360/N deg (C_N), and flips (D_N)."""
+    family, n = GROUP_SPECS[group]
+    if n == 1:
+        return gspaces.TrivialOnR2() if family == "C" else gspaces.Flip2dOnR2()
+    return gspaces.Rot2dOnR2(n) if family == "C" else gspaces.FlipRot2dOnR2(n)
+
+
+def _block(in_type: enn.FieldType, fields: int, kernel: int, padding: int) -> enn.SequentialModule:
+    gspace = in_type.gspace
+    out_type = enn.FieldType(gspace, fields * [gspace.regular_repr])
+    conv = enn.R2Conv(in_type, out_type, kernel_size=kernel, padding=padding, bias=False,
+                      initialize=False)
+    e2cnn_compat.he_init_uniform_fields(conv)
+    return enn.SequentialModule(conv, enn.InnerBatchNorm(out_type), enn.ReLU(out_type, inplace=True))
+
+
+def build_body(config: ModelConfig) -> enn.SequentialModule:
+    """Mask and the six blocks with the three Gaussian pools (ends before group pooling)."""
+    gspace = make_gspace(config.name)
+    in_type = enn.FieldType(gspace, config.in_channels * [gspace.trivial_repr])
+    layers: list[enn.EquivariantModule] = [ExportableMaskModule(in_type, config.input_size, margin=1)]
+    for index, (fields, kernel, pad) in enumerate(zip(config.fields(), SEED_KERNELS, SEED_PADDINGS)):
+        block = _block(in_type, fields, kernel, pad)
+        layers.append(block)
+        in_type = block.out_type
+        if index in POOL_AFTER:
+            stride = POOL_AFTER[index]
+            layers.append(ExportablePointwiseAvgPoolAntialiased(
+                in_type, sigma=POOL_SIGMA, stride=stride, padding=None if stride == 2 else 0))
+    return enn.SequentialModule(*layers)
+
+
+class SteerableCNN(torch.nn.Module):
+    """float32 [B, in_channels, S, S] -> logits [B, num_outputs]; S = ``config.input_size``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.body = build_body(config)
+        self.input_type = self.body.in_type
+        self.gpool = enn.GroupPooling(self.body.out_type)
+        self.head = build_head(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.config.input_size
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels or x.shape[-2:] != (size, size):
+            raise ValueError(f"expected input [B, {self.config.in_channels}, {size}, {size}], "
+                             f"got {list(x.shape)}")
+        features = self.gpool(self.body(enn.GeometricTensor(x, self.input_type)))
+        return self.head(features.tensor)
+
+    def export(self) -> torch.nn.Sequential:
+        """Plain-PyTorch copy for inference (eval mode), sharing no tensors with this model."""
+        was_training = self.training
+        device = next(self.parameters()).device
+        body = self.body.export()
+        self.train(was_training)
+        exported = torch.nn.Sequential(body, FieldMaxPool(self.config.group_order),
+                                       _copy(self.head))
+        exported.config = self.config
+        return _detach_all(exported).to(device).eval()
+
+
+def _copy(module: torch.nn.Module) -> torch.nn.Module:
+    import copy
+    return copy.deepcopy(module)
+
+
+def _detach_all(module: torch.nn.Module) -> torch.nn.Module:
+    """Give every parameter and buffer its own storage (e2cnn's export shares the filters)."""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None:
+                sub._parameters[name] = torch.nn.Parameter(param.detach().clone(),
+                                                           requires_grad=param.requires_grad)
+        for name, buf in list(sub._buffers.items()):
+            if buf is not None:
+                sub._buffers[name] = buf.detach().clone()
+    return module
