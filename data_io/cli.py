@@ -1,5 +1,87 @@
-"""Subcommands of run_study.py contributed by this package."""
+"""Subcommands of run_study.py contributed by this package: simulate, ingest, inspect."""
+from __future__ import annotations
+
+import argparse
+
+PRESET_NAMES = ("model_i", "model_j", "small64", "binary")  # = data_io.PRESETS (kept light)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def _simulate(args) -> int:
+    from data_io.generate import simulate_dataset
+
+    out = simulate_dataset(args.preset, args.per_class, args.out, seed=args.seed,
+                           overwrite=args.overwrite, workers=args.workers,
+                           progress=not args.quiet)
+    print(f"wrote dataset {out}")
+    return 0
+
+
+def _ingest(args) -> int:
+    from data_io.ingest import ingest_folder
+
+    out = ingest_folder(args.src, args.out, allow_pickle=args.allow_pickle,
+                        overwrite=args.overwrite, seed=args.seed, progress=not args.quiet)
+    print(f"wrote dataset {out}")
+    return 0
+
+
+def _inspect(args) -> int:
+    from data_io.inspect import inspect_dataset
+
+    print(inspect_dataset(args.dir, png=args.png, per_class=args.examples))
+    return 0
 
 
 def register(subparsers) -> None:
-    """Add this package's subcommands to run_study.py's parser."""
+    """Add ``simulate``, ``ingest`` and ``inspect`` to run_study.py's parser."""
+    p = subparsers.add_parser("simulate", help="simulate a lensing dataset (Parquet)",
+                              description="Simulate strong-lensing images into a dataset folder.")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="model_i",
+                   help="physics/instrument preset (default: model_i)")
+    p.add_argument("--per-class", type=_positive_int, required=True, help="images per class")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="worker processes (default: all cores for large runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_simulate)
+
+    p = subparsers.add_parser("ingest", help="convert DeepLense-style folders to a dataset",
+                              description="Ingest class folders of .npy/.jpg images.")
+    p.add_argument("src", help="folder with class folders, or with train/ and val/")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read pickled .npy object arrays (runs code from the files: trusted data only)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for the split (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_ingest)
+
+    p = subparsers.add_parser("inspect", help="schema, class counts and example grid of a dataset",
+                              description="Print a dataset's schema, counts, value ranges and "
+                              "write a PNG grid of examples per class.")
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--png", default=None, help="where to write the grid (default DIR/examples.png)")
+    p.add_argument("--examples", type=_positive_int, default=4, help="examples per class (default 4)")
+    p.set_defaults(func=_inspect)

@@ -1,0 +1,116 @@
+"""Preprocessing, rotation/flip augmentation and the PyTorch dataset over memory-mapped arrays.
+
+Pipeline (seeds' recipe): central crop (150 -> 128 at the defaults), antialiased bilinear
+resize to ``target_size - 1`` if the crop has another size, per-image normalisation
+``(x - mean) / (std + 1e-6)``, then one row/column of zeros on the bottom/right to reach the
+odd ``target_size`` (128 -> 129, 64 -> 65), so stride-2 odd filters downsample cleanly.
+Zero is the image mean after normalisation, so the padding adds no edge.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.errors import UsageError
+
+
+class Preprocess:
+    """numpy [H, W] -> torch.float32 [1, S, S]; ``batch`` does [N, H, W] -> [N, 1, S, S]."""
+
+    def __init__(self, target_size: int = 129, crop_fraction: float = 128 / 150,
+                 normalise: bool = True):
+        if int(target_size) < 3 or int(target_size) % 2 == 0:
+            raise UsageError(f"target_size {target_size} must be an odd number >= 3 (e.g. 129, 65)")
+        if not 0.0 < float(crop_fraction) <= 1.0:
+            raise UsageError(f"crop_fraction {crop_fraction} must be in (0, 1]")
+        self.target_size, self.crop_fraction = int(target_size), float(crop_fraction)
+        self.normalise = bool(normalise)
+
+    def batch(self, images_np) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(images_np), dtype=torch.float32)
+        if x.ndim != 3:
+            raise ValueError(f"expected images [N, H, W], got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        ch, cw = max(1, round(h * self.crop_fraction)), max(1, round(w * self.crop_fraction))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        x = x[:, None, top:top + ch, left:left + cw]
+        inner = self.target_size - 1
+        if (ch, cw) != (inner, inner):
+            x = F.interpolate(x, size=(inner, inner), mode="bilinear", align_corners=False,
+                              antialias=True)
+        if self.normalise:
+            mean = x.mean(dim=(2, 3), keepdim=True)
+            std = x.std(dim=(2, 3), keepdim=True)
+            x = (x - mean) / (std + 1e-6)
+        return F.pad(x, (0, 1, 0, 1)).contiguous()
+
+    def __call__(self, image_np) -> torch.Tensor:
+        return self.batch(np.asarray(image_np)[None])[0]
+
+
+class LensImageDataset(torch.utils.data.Dataset):
+    """``(images [N, H, W], labels [N], preprocess)`` -> ``(tensor [1, S, S], int64 label)``.
+
+    ``images`` may be the read-only, memory-mapped array from ``LensDataset.arrays``; only the
+    indexed image is copied.
+    """
+
+    def __init__(self, images, labels, preprocess: Preprocess | None = None):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.preprocess = preprocess or Preprocess()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.preprocess(self.images[i]), torch.tensor(self.labels[i], dtype=torch.int64)
+
+    def __getitems__(self, indices):  # batched fetch used by DataLoader (torch >= 2.1)
+        x = self.preprocess.batch(self.images[np.asarray(indices)])
+        y = torch.as_tensor(self.labels[np.asarray(indices)])
+        return list(zip(x, y))
+
+
+def disc_mask(size: int, device=None) -> torch.Tensor:
+    """[size, size] bool: pixel centres within radius size/2 of the centre."""
+    c = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    return (c[None, :] ** 2 + c[:, None] ** 2) <= (size / 2) ** 2
+
+
+def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of ``x`` [B, C, S, S] counter-clockwise by ``angles_deg`` [B].
+
+    The seeds' method: bilinear upsample x3, rotate by ``grid_sample`` (bilinear, zeros
+    outside), average-pool x3 back; finally zero everything outside the inscribed disc so
+    every angle sees the same support. Works on any device.
+    """
+    b, c, h, w = x.shape
+    up = F.interpolate(x, scale_factor=3, mode="bilinear", align_corners=False)
+    a = torch.deg2rad(angles_deg.to(device=x.device, dtype=x.dtype))
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(cos)
+    # output pixel (u, v) samples input at R(-a) (u, v): counter-clockwise rotation of content
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(up.shape), align_corners=False)
+    rot = F.grid_sample(up, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.avg_pool2d(rot, 3)
+    return out * disc_mask(h, x.device).to(x.dtype)
+
+
+def random_augment(x: torch.Tensor, generator: torch.Generator, rotate: bool = True,
+                   flip: bool = False) -> torch.Tensor:
+    """Random rotation angles ~ U(0, 360) deg per image and (optionally) random horizontal
+    flips, batched; random numbers come from ``generator`` (on its own device) and the work
+    runs on ``x.device``."""
+    b = x.shape[0]
+    if flip:
+        mask = torch.rand(b, generator=generator, device=generator.device) < 0.5
+        mask = mask.to(x.device)
+        x = torch.where(mask[:, None, None, None], torch.flip(x, dims=(-1,)), x)
+    if rotate:
+        angles = torch.rand(b, generator=generator, device=generator.device) * 360.0
+        x = rotate_batch(x, angles.to(x.device))
+    return x
