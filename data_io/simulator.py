@@ -3,7 +3,8 @@
 One image is rendered as DeepLense's lenstronomy pipeline renders it (REFERENCE.md section 2):
 ray-shoot every pixel centre, ``beta = theta - alpha(theta)``; evaluate the Sersic source at
 ``beta`` (surface brightness per arcsec^2) times the pixel area; convolve with the truncated
-Gaussian PSF (zero padding); then noise.
+Gaussian PSF (separable, edge pixels repeated: ``ImageModel``'s Gaussian PSF path is
+``scipy.ndimage.gaussian_filter(mode="nearest")``); then noise.
 
 Randomness: a chunk of images draws everything from ``default_rng(SeedSequence([seed, chunk]))``
 in a fixed order, so a dataset is a pure function of ``(preset, per_class, seed)``, whatever
@@ -113,8 +114,8 @@ def render_noiseless(preset: Preset, params: list[dict]) -> np.ndarray:
                          col("source_e1"), col("source_e2"), col("source_x"), col("source_y"))
     img = sb.reshape(len(params), preset.num_pix, preset.num_pix) * preset.pixel_scale**2
     k = gaussian_psf_1d(preset.psf_fwhm, preset.pixel_scale, preset.psf_truncation)
-    img = ndimage.correlate1d(img, k, axis=1, mode="constant")
-    return ndimage.correlate1d(img, k, axis=2, mode="constant")
+    img = ndimage.correlate1d(img, k, axis=1, mode="nearest")
+    return ndimage.correlate1d(img, k, axis=2, mode="nearest")
 
 
 def add_noise(rng: np.random.Generator, preset: Preset, model: np.ndarray, params: list[dict]):
