@@ -111,6 +111,11 @@ class DatasetWriter:
         return self.meta
 
 
+def _single_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array: its only chunk as is (``combine_chunks`` would copy it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 class LensDataset:
     """A dataset folder opened for reading (see the module docstring for the layout)."""
 
@@ -145,8 +150,8 @@ class LensDataset:
         t = self.table(split)
         if t.num_rows == 0:
             return (np.zeros((0, *self.image_shape), np.float32), np.zeros(0, np.int64))
-        images = t.column("image").combine_chunks().to_numpy_ndarray()
-        labels = t.column("label").combine_chunks().to_numpy(zero_copy_only=True)
+        images = _single_chunk(t.column("image")).to_numpy_ndarray()
+        labels = _single_chunk(t.column("label")).to_numpy(zero_copy_only=True)
         return images.reshape(-1, *self.image_shape), labels
 
     def params(self, split: str):

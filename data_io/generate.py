@@ -87,7 +87,7 @@ def simulate_dataset(preset: str, per_class: int, out, seed: int = 0, *, overwri
     with atomic_dir(out, overwrite=overwrite) as tmp:
         writer = DatasetWriter(tmp, meta, fields)
         with tqdm(total=len(labels), unit="img", desc=f"simulate {p.name}",
-                  disable=not progress) as bar:
+                  disable=not progress, delay=1.0) as bar:
             for start, images, params in iter_chunks(p, labels, int(seed), workers):
                 rows = split[start:start + len(images)]
                 lab = labels[start:start + len(images)]

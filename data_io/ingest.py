@@ -101,6 +101,24 @@ def _plan(src: Path, seed: int) -> tuple[list[str], dict[str, list[tuple[Path, i
     return names, plan
 
 
+def _refuse_pickles(files) -> None:
+    """Read only the .npy headers (no data, no unpickling) to refuse object arrays up front."""
+    for f in files:
+        if f.suffix.lower() != ".npy":
+            continue
+        try:
+            with open(f, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                dtype = read(fh)[2]
+        except Exception:  # noqa: BLE001 - reported with the file name when read for real
+            continue
+        if dtype.hasobject:
+            raise UsageError(f"{f} holds pickled objects; reading it can run code from the "
+                             "file - pass --allow-pickle only if you trust it")
+
+
 def read_image(path: Path, allow_pickle: bool) -> tuple[np.ndarray, float]:
     """``(image float32 [H, W], axion mass or NaN)``; ``UsageError`` naming the file if bad."""
     mass = np.nan
@@ -155,6 +173,8 @@ def ingest_folder(src, out, *, allow_pickle: bool = False, overwrite: bool = Fal
     if out.resolve() == src.resolve():
         raise UsageError(f"--out {out} is the source folder; choose another output folder")
     names, plan = _plan(src, seed)
+    if not allow_pickle:
+        _refuse_pickles(f for s in SPLITS for f, _ in plan[s])
     shape = read_image(next(f for s in SPLITS for f, _ in plan[s][:1]), allow_pickle)[0].shape
     meta = {"preset": None, "seed": int(seed), "source": f"ingest:{src.resolve()}",
             "class_names": names, "image_shape": list(shape)}
@@ -163,7 +183,7 @@ def ingest_folder(src, out, *, allow_pickle: bool = False, overwrite: bool = Fal
 
     total = sum(len(v) for v in plan.values())
     with atomic_dir(out, overwrite=overwrite) as tmp, \
-            tqdm(total=total, unit="img", desc="ingest", disable=not progress) as bar:
+            tqdm(total=total, unit="img", desc="ingest", disable=not progress, delay=1.0) as bar:
         writer = DatasetWriter(tmp, meta, fields)
         for split in SPLITS:
             for start in range(0, len(plan[split]), BATCH):
