@@ -28,13 +28,15 @@ class Preprocess:
         self.normalise = bool(normalise)
 
     def batch(self, images_np) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(images_np), dtype=torch.float32)
-        if x.ndim != 3:
-            raise ValueError(f"expected images [N, H, W], got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
+        images = np.asarray(images_np)
+        if images.ndim != 3:
+            raise ValueError(f"expected images [N, H, W], got shape {images.shape}")
+        h, w = images.shape[-2:]
         ch, cw = max(1, round(h * self.crop_fraction)), max(1, round(w * self.crop_fraction))
         top, left = (h - ch) // 2, (w - cw) // 2
-        x = x[:, None, top:top + ch, left:left + cw]
+        # one copy of the crop: the source may be a read-only memory-mapped view
+        crop = np.array(images[:, top:top + ch, left:left + cw], dtype=np.float32, copy=True)
+        x = torch.from_numpy(crop)[:, None]
         inner = self.target_size - 1
         if (ch, cw) != (inner, inner):
             x = F.interpolate(x, size=(inner, inner), mode="bilinear", align_corners=False,
