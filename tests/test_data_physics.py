@@ -3,15 +3,13 @@ import numpy as np
 import pytest
 
 from data_io import cosmology, profiles, simulator
+from data_io.reference import lenstronomy_image
 from data_io.presets import PRESETS
 
 lenstronomy = pytest.importorskip("lenstronomy")
-from lenstronomy.Data.imaging_data import ImageData  # noqa: E402
 from lenstronomy.Data.psf import PSF  # noqa: E402
-from lenstronomy.ImSim.image_model import ImageModel  # noqa: E402
 from lenstronomy.LensModel.lens_model import LensModel  # noqa: E402
 from lenstronomy.LightModel.light_model import LightModel  # noqa: E402
-from lenstronomy.Util import util  # noqa: E402
 
 RTOL = 1e-4
 
@@ -66,28 +64,6 @@ def test_sersic_and_psf_match_lenstronomy():
     k1 = profiles.gaussian_psf_1d(0.087, 0.05, 3)
     kernel = PSF(psf_type="GAUSSIAN", fwhm=0.087, pixel_size=0.05, truncation=3).kernel_point_source
     np.testing.assert_allclose(np.outer(k1, k1), kernel, rtol=1e-10, atol=1e-14)
-
-
-def lenstronomy_image(preset, p):
-    """The DeepLense pipeline in lenstronomy for one drawn parameter set (noiseless)."""
-    n, scale = preset.num_pix, preset.pixel_scale
-    _, _, ra0, dec0, _, _, m, _ = util.make_grid_with_coordtransform(
-        n, scale, center_ra=0, center_dec=0, subgrid_res=1, inverse=False)
-    per_sqrt = p["theta_e"] / np.sqrt(preset.main_mass)
-    lens = [dict(theta_E=p["theta_e"], e1=preset.lens_e1, e2=preset.lens_e2, center_x=0, center_y=0),
-            dict(gamma1=preset.shear_g1, gamma2=preset.shear_g2)]
-    lens += [dict(theta_E=per_sqrt * np.sqrt(mass), center_x=a, center_y=b)
-             for mass, a, b in zip(p["mass"], p["cx"], p["cy"])]
-    data = ImageData(background_rms=preset.background_rms, exposure_time=p["exposure"],
-                     ra_at_xy_0=ra0, dec_at_xy_0=dec0, transform_pix2angle=m,
-                     image_data=np.zeros((n, n)))
-    psf = PSF(psf_type="GAUSSIAN", fwhm=preset.psf_fwhm, pixel_size=scale, truncation=3)
-    model = ImageModel(data, psf, lens_model_class=LensModel(["SIE", "SHEAR"] + ["POINT_MASS"] * len(p["mass"])),
-                       source_model_class=LightModel(["SERSIC_ELLIPSE"]),
-                       kwargs_numerics={"supersampling_factor": 1, "supersampling_convolution": False})
-    src = dict(amp=preset.source_amp, R_sersic=p["source_r"], n_sersic=preset.source_n,
-               e1=p["source_e1"], e2=p["source_e2"], center_x=p["source_x"], center_y=p["source_y"])
-    return model.image(lens, [src])
 
 
 @pytest.mark.parametrize("preset", ["model_i", "model_j", "small64"])
