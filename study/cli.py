@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
@@ -43,6 +44,10 @@ def run_tune(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     outcome = run_study(config, address=args.address, resume=args.resume, explicit_name=bool(args.name))
     print_summary(outcome)
+    if len(outcome.trials) and (outcome.trials.status == "failed").all():
+        print(f"error: every trial failed; see the error.txt files under {config.tune.storage_path}/"
+              f"{outcome.config.name}/", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,8 +4,9 @@ Two corrections to Ray Tune 2.60's stock classes:
 
 1. :class:`PruningOptunaSearch`: when ASHA stops a trial, stock ``OptunaSearch`` tells Optuna the
    trial COMPLETED with its early value, so TPE treats a 1-epoch score as a finished one. Here a
-   trial that ends before ``max_epochs`` without an error is told as PRUNED; its per-epoch values
-   were already reported as intermediate values, which is what TPE uses for pruned trials.
+   trial that ends before ``max_epochs`` without an error is told as PRUNED, with every epoch's
+   value as an intermediate value (Tune does not pass the stopping result to the searcher, so it
+   is added here), which is what TPE uses for pruned trials.
 2. :class:`PersistentASHA`: ``Tuner.restore`` rebuilds the scheduler empty, forgetting the rungs.
    This ASHA writes its rungs to a JSON file after every decision and reads them back when it
    starts, so a resumed study stops the same trials an uninterrupted one would.
@@ -40,7 +41,12 @@ class PruningOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result=result, error=error)
         from optuna.trial import TrialState
 
-        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        ot_trial = self._ot_trials[trial_id]
+        value, epoch = result.get(self.metric), int(result["epoch"])
+        # Tune withholds the result that triggered the STOP from the searcher: record it here.
+        if value is not None and epoch not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(value, epoch)
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
     @property

@@ -14,18 +14,28 @@ from study.engine import RunSpec
 RESNET = "resnet18"
 
 
-def define_by_run(search: SearchConfig) -> Callable:
-    """Return ``space(trial)`` that samples one configuration with Optuna's ``trial.suggest_*``."""
+class DefineByRun:
+    """``space(trial)`` sampling one configuration with Optuna's ``trial.suggest_*``.
 
-    def space(trial) -> None:
-        model = trial.suggest_categorical("model", list(search.groups))
+    A class, not a closure, because Tune pickles the searcher (and this space) with plain pickle.
+    """
+
+    def __init__(self, search: SearchConfig):
+        self.search = search
+
+    def __call__(self, trial) -> None:
+        s = self.search
+        model = trial.suggest_categorical("model", list(s.groups))
         if model != RESNET:
-            trial.suggest_categorical("width", list(search.widths))
-        trial.suggest_float("lr", *search.lr, log=True)
-        trial.suggest_float("weight_decay", *search.weight_decay, log=True)
-        trial.suggest_categorical("batch_size", list(search.batch_sizes))
+            trial.suggest_categorical("width", list(s.widths))
+        trial.suggest_float("lr", *s.lr, log=True)
+        trial.suggest_float("weight_decay", *s.weight_decay, log=True)
+        trial.suggest_categorical("batch_size", list(s.batch_sizes))
 
-    return space
+
+def define_by_run(search: SearchConfig) -> Callable:
+    """The study's define-by-run search space (see :class:`DefineByRun`)."""
+    return DefineByRun(search)
 
 
 def describe(search: SearchConfig) -> dict:

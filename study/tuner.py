@@ -84,6 +84,20 @@ def _renamed(config: StudyConfig, name: str) -> StudyConfig:
     return dataclasses.replace(config, name=name)
 
 
+def check_models(config: StudyConfig, num_classes: int) -> None:
+    """Every model the space can propose must be buildable at the configured image size."""
+    from lensnets import ModelConfig
+
+    t = config.train
+    for group in config.search.groups:
+        for width in config.search.widths:
+            try:
+                ModelConfig(name=group, width=width, width_mode=t.width_mode, num_classes=num_classes,
+                            input_size=config.data.image_size, head=t.head)
+            except UsageError as err:
+                raise UsageError(f"search.groups {group} with data.image_size {config.data.image_size}: {err}")
+
+
 def ensure_dataset(config: StudyConfig):
     """Open the configured dataset, simulating it first when it is absent and a preset is set."""
     from data_io import open_dataset, simulate_dataset
@@ -147,6 +161,7 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
     config = pick_name(config, explicit_name, resume)
     paths = StudyPaths.of(config)
     dataset = ensure_dataset(config)
+    check_models(config, len(dataset.class_names))
     client = tracking.connect(config.mlflow.tracking_uri)
     start_ray(address)
     check_resources(config, remote=bool(address))

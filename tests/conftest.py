@@ -32,9 +32,9 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 def tiny_overrides(dataset: Path, tmp: Path, *, trials: int = 4, epochs: int = 3, name: str = "t") -> list[str]:
-    """``--set`` overrides for a study that finishes in seconds (17-px images, tiny widths)."""
+    """``--set`` overrides for a study that finishes in seconds (29-px images, tiny widths)."""
     return [
-        f"name={name}", f"data.path={dataset}", "data.simulate=null", "data.image_size=17",
+        f"name={name}", f"data.path={dataset}", "data.simulate=null", "data.image_size=29",
         "search.groups=[trivial, C4, D4]", "search.widths=[0.1]", "search.batch_sizes=[16]",
         "search.lr=[1.0e-3, 1.0e-2]", f"train.max_epochs={epochs}", f"tune.trials={trials}",
         "tune.max_concurrent=2", "tune.grace_period=1", "tune.reduction_factor=2",

@@ -71,6 +71,8 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
 
 
 def _finished_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
         try:
             return con.execute("select count(*) from tags where key='status' and value in "

@@ -88,7 +88,7 @@ def test_stopped_trial_reaches_optuna_as_pruned_with_its_intermediate_values():
         search.on_trial_result("full", {"val_auc_micro": 0.6 + epoch / 20, "training_iteration": epoch,
                                         "epoch": epoch})
     search.on_trial_complete("full", {"val_auc_micro": 0.8, "epoch": 4, "training_iteration": 4})
-    search.on_trial_result("stopped", {"val_auc_micro": 0.55, "training_iteration": 1, "epoch": 1})
+    # Tune does not pass the result that made ASHA stop a trial to the searcher, only to on_complete
     search.on_trial_complete("stopped", {"val_auc_micro": 0.55, "epoch": 1, "training_iteration": 1})
     states = {t.number: t for t in search.optuna_study.trials}
     assert states[0].state == optuna.trial.TrialState.COMPLETE and states[0].value == pytest.approx(0.8)
