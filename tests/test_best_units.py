@@ -1,0 +1,65 @@
+"""Pieces of `best`/`evaluate` without Ray or MLflow: export, safe loading, robustness maths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.errors import UsageError
+from study.evaluate import Predictor, load_model, save_weights
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from lensnets import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="C4", width=0.1, num_classes=3, input_size=33)).eval()
+    return Predictor(model, ["no_sub", "cdm", "vortex"], image_size=33, crop_fraction=0.8)
+
+
+def test_exported_classifier_matches_preprocess_then_model(predictor, tmp_path):
+    from study.export import export_classifier
+
+    images = np.random.default_rng(0).normal(size=(5, 64, 64)).astype(np.float32)
+    path = export_classifier(predictor, (64, 64), tmp_path / "m.pt2")   # crop 51 px, resize to 32, pad to 33
+    probs = torch.export.load(str(path)).module()(torch.from_numpy(images))
+    assert np.allclose(probs.detach().numpy(), predictor.predict(images), atol=1e-5)
+    assert np.allclose(probs.sum(1).detach().numpy(), 1.0, atol=1e-6)
+
+
+def test_weights_file_round_trips(predictor, tmp_path):
+    images = np.random.default_rng(1).normal(size=(3, 40, 40)).astype(np.float32)
+    loaded = load_model(str(save_weights(predictor, tmp_path / "w.pt")))
+    assert loaded.class_names == predictor.class_names and loaded.crop_fraction == 0.8
+    assert np.allclose(loaded.predict(images), predictor.predict(images), atol=1e-6)
+
+
+def test_files_that_are_not_what_they_claim_are_usage_errors(predictor, tmp_path):
+    (tmp_path / "text.pt").write_text("not a model")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    state = torch.load(save_weights(predictor, tmp_path / "w.pt"), weights_only=True)
+    state["state_dict"].pop(next(iter(state["state_dict"])))
+    torch.save(state, tmp_path / "damaged.pt")
+    for name, needle in [("missing.pt", "does not exist"), ("text.pt", "not a readable"),
+                         ("other.pt", "not a model of this project"), ("damaged.pt", "do not fit")]:
+        with pytest.raises(UsageError, match=needle):
+            load_model(str(tmp_path / name))
+
+
+def test_rotation_robustness_of_an_invariant_model_is_zero_shift(predictor):
+    from study.robustness import feature_orbits, orbit_variation, rotation_robustness
+
+    class MeanOfDisc(torch.nn.Module):   # logits from rotation-invariant statistics only
+        def forward(self, x):
+            return torch.stack([x.sum((1, 2, 3)) * 0, x.abs().sum((1, 2, 3)) * 0, x[:, 0, 0, 0] * 0], 1)
+
+    flat = Predictor(MeanOfDisc(), predictor.class_names, image_size=33, crop_fraction=1.0)
+    images = np.random.default_rng(2).normal(size=(6, 33, 33)).astype(np.float32)
+    out = rotation_robustness(flat, images, np.array([0, 1, 2, 0, 1, 2]))
+    assert out["rot_prob_shift_max"] == 0 and out["rot_pred_change"] == 0
+    assert {"rot_auc_micro", "rot_acc", "rot_confusion"} <= set(out)
+    angles, orbits = feature_orbits(predictor, images[:2], step_deg=90)
+    assert orbits.shape[:2] == (2, 5) and orbit_variation(np.ones((2, 5, 4))) == 0.0
+    # C4: rotations by multiples of 90 degrees leave the invariant features unchanged (up to resampling)
+    assert np.allclose(orbits[:, 0], orbits[:, 1], rtol=1e-3, atol=1e-4)
