@@ -85,3 +85,32 @@ class FieldMaxPool(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"group_order={self.group_order}"
+
+
+class FastInnerBatchNorm(enn.InnerBatchNorm):
+    """``e2cnn.nn.InnerBatchNorm`` for fields of one size ``s``, without its copies.
+
+    Same maths: for each field f, mean and variance over (batch, its s channels, H, W), then
+    ``y = (x - mu_f) / sqrt(var_f + eps) * gamma_f + beta_f``, running statistics as BatchNorm3d.
+    e2cnn writes the result into a fresh tensor slice by slice; here its ``BatchNorm3d`` runs on a
+    zero-copy view: [B, F, s, H, W] for NCHW, or [B*H*W, F, s, 1, 1] for channels_last.
+    ``export()`` is the parent's (the same ``BatchNorm3d`` parameters).
+    """
+
+    def __init__(self, in_type: enn.FieldType, **kwargs):
+        super().__init__(in_type, **kwargs)
+        if len(self._contiguous) != 1 or not all(self._contiguous.values()):
+            raise ValueError("FastInnerBatchNorm needs fields of a single size")
+        (self._field_size,) = self._contiguous
+        self._norm = getattr(self, f"batch_norm_[{self._field_size}]")
+
+    def forward(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
+        assert input.type == self.in_type
+        x, s = input.tensor, self._field_size
+        b, c, h, w = x.shape
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            y = self._norm(x.permute(0, 2, 3, 1).view(b * h * w, c // s, s, 1, 1))
+            y = y.view(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            y = self._norm(x.contiguous().view(b, c // s, s, h, w)).view(b, c, h, w)
+        return enn.GeometricTensor(y, self.out_type)

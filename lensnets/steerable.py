@@ -28,7 +28,8 @@ from e2cnn import nn as enn
 from . import e2cnn_compat
 from .config import (GROUP_SPECS, POOL_AFTER, POOL_SIGMA, SEED_KERNELS, SEED_PADDINGS,
                      ModelConfig)
-from .layers import ExportableMaskModule, ExportablePointwiseAvgPoolAntialiased, FieldMaxPool
+from .layers import (ExportableMaskModule, ExportablePointwiseAvgPoolAntialiased,
+                     FastInnerBatchNorm, FieldMaxPool)
 from .plain import build_head
 
 e2cnn_compat.install()
@@ -48,7 +49,7 @@ def _block(in_type: enn.FieldType, fields: int, kernel: int, padding: int) -> en
     conv = enn.R2Conv(in_type, out_type, kernel_size=kernel, padding=padding, bias=False,
                       initialize=False)
     e2cnn_compat.he_init_uniform_fields(conv)
-    return enn.SequentialModule(conv, enn.InnerBatchNorm(out_type), enn.ReLU(out_type, inplace=True))
+    return enn.SequentialModule(conv, FastInnerBatchNorm(out_type), enn.ReLU(out_type, inplace=True))
 
 
 def build_body(config: ModelConfig) -> enn.SequentialModule:
@@ -114,3 +115,36 @@ def _detach_all(module: torch.nn.Module) -> torch.nn.Module:
             if buf is not None:
                 sub._buffers[name] = buf.detach().clone()
     return module
+
+
+_BASIS_SIZES: dict[tuple[str, bool, int], int] = {}
+
+
+def basis_size(group: str, lifting: bool, kernel: int) -> int:
+    """Free weights of a steerable conv between ONE input and ONE output field.
+
+    ``lifting``: trivial (1-channel) input field -> regular field; else regular -> regular.
+    A layer from F_in to F_out such fields has F_in F_out times as many (all blocks are alike).
+    """
+    key = (group, lifting, kernel)
+    if key not in _BASIS_SIZES:
+        gspace = make_gspace(group)
+        in_repr = gspace.trivial_repr if lifting else gspace.regular_repr
+        conv = enn.R2Conv(enn.FieldType(gspace, [in_repr]), enn.FieldType(gspace, [gspace.regular_repr]),
+                          kernel_size=kernel, bias=False, initialize=False)
+        _BASIS_SIZES[key] = conv.weights.numel()
+    return _BASIS_SIZES[key]
+
+
+def steerable_param_count(config: ModelConfig) -> int:
+    """Trainable parameters of ``SteerableCNN(config)`` without building it.
+
+    sum_l F_{l-1} F_l B_G(k_l)   (F_0 = in_channels trivial fields; B_G from :func:`basis_size`)
+    + sum_l 2 F_l                (InnerBatchNorm: one scale and one shift per field)
+    + the head's parameters.
+    """
+    total, previous = 0, config.in_channels
+    for index, (fields, kernel) in enumerate(zip(config.fields(), SEED_KERNELS)):
+        total += previous * fields * basis_size(config.name, index == 0, kernel) + 2 * fields
+        previous = fields
+    return total + sum(p.numel() for p in build_head(config).parameters())
