@@ -102,15 +102,15 @@ class FastInnerBatchNorm(enn.InnerBatchNorm):
         if len(self._contiguous) != 1 or not all(self._contiguous.values()):
             raise ValueError("FastInnerBatchNorm needs fields of a single size")
         (self._field_size,) = self._contiguous
-        self._norm = getattr(self, f"batch_norm_[{self._field_size}]")
+        self._norm_name = f"batch_norm_[{self._field_size}]"   # the parent's BatchNorm3d
 
     def forward(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
         assert input.type == self.in_type
-        x, s = input.tensor, self._field_size
+        x, s, norm = input.tensor, self._field_size, getattr(self, self._norm_name)
         b, c, h, w = x.shape
         if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            y = self._norm(x.permute(0, 2, 3, 1).view(b * h * w, c // s, s, 1, 1))
+            y = norm(x.permute(0, 2, 3, 1).view(b * h * w, c // s, s, 1, 1))
             y = y.view(b, h, w, c).permute(0, 3, 1, 2)
         else:
-            y = self._norm(x.contiguous().view(b, c // s, s, h, w)).view(b, c, h, w)
+            y = norm(x.contiguous().view(b, c // s, s, h, w)).view(b, c, h, w)
         return enn.GeometricTensor(y, self.out_type)
