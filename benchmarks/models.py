@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""Train and inference speed of the steerable CNNs against their hardware bound.
+
+For each (group, width, input size) it prints, as medians of timed steps measured in this run:
+
+- train-step images/s (forward + backward + Adam step, train mode) of the e2cnn model and of
+  ``plain_twin``: a plain ``torch.nn.Conv2d`` network with identical layer shapes (the bound for
+  this architecture), and their time ratio (target: steerable <= 1.15 x plain);
+- eval-mode inference images/s of the e2cnn model and of its ``export_model`` copy.
+
+Steerable and plain steps alternate (ABAB...) so background load hits both alike.
+
+    python benchmarks/models.py              # --quick: 3 models x 65 and 129 px, a minute or two
+    python benchmarks/models.py --full       # more groups and widths
+    python benchmarks/models.py --threads 2 --channels-last
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from lensnets import ModelConfig, build_model, count_macs, export_model, plain_twin  # noqa: E402
+
+QUICK = [("C8", 0.25), ("D4", 0.25), ("trivial", 1.0)]
+FULL = QUICK + [("C4", 0.5), ("C16", 0.125), ("D8", 0.125), ("C8", 0.5)]
+BATCH = {65: 32, 129: 8}
+
+
+def train_step(model, optimiser, x, y) -> float:
+    start = time.perf_counter()
+    optimiser.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    optimiser.step()
+    return time.perf_counter() - start
+
+
+def infer_step(model, x) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model(x)
+    return time.perf_counter() - start
+
+
+def alternate(steps: int, *fns) -> list[float]:
+    """Median seconds of each fn, calling them in turn ``steps`` times after one warm-up each."""
+    times = [[] for _ in fns]
+    for fn in fns:
+        fn()
+    for _ in range(steps):
+        for fn, bucket in zip(fns, times):
+            bucket.append(fn())
+    return [statistics.median(t) for t in times]
+
+
+def bench(group: str, width: float, size: int, steps: int, channels_last: bool, device) -> dict:
+    config = ModelConfig(name=group, width=width, input_size=size)
+    batch = BATCH.get(size, 16)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 1, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, config.num_outputs, (batch,), device=device)
+    torch.manual_seed(0)
+    steer = build_model(config).to(device, memory_format=fmt)
+    plain = plain_twin(config).to(device, memory_format=fmt)
+    opt_s = torch.optim.Adam(steer.parameters(), 1e-4)
+    opt_p = torch.optim.Adam([p for p in plain.parameters() if p.requires_grad], 1e-4)
+    t_steer, t_plain = alternate(steps, lambda: train_step(steer, opt_s, x, y),
+                                 lambda: train_step(plain, opt_p, x, y))
+    steer.eval()
+    exported = export_model(steer).to(memory_format=fmt)
+    t_e2cnn, t_export = alternate(steps, lambda: infer_step(steer, x), lambda: infer_step(exported, x))
+    return {"model": group, "width": width, "px": size, "batch": batch,
+            "gmac": count_macs(config) / 1e9, "steer": batch / t_steer, "plain": batch / t_plain,
+            "ratio": t_steer / t_plain, "e2cnn": batch / t_e2cnn, "export": batch / t_export}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", default=True, help="default: 3 models")
+    mode.add_argument("--full", action="store_true", help="7 group/width pairs")
+    parser.add_argument("--sizes", default="65,129", help="input sizes (default 65,129)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC tensors for both nets")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"# device {device}, {args.threads} threads, torch {torch.__version__}, "
+          f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.steps} steps")
+    print(f"{'model':8} {'width':>5} {'px':>4} {'batch':>5} {'GMAC':>7} | {'train img/s':>11} "
+          f"{'plain img/s':>11} {'ratio':>6} | {'e2cnn inf/s':>11} {'export inf/s':>12}")
+    for size in sizes:
+        for group, width in (FULL if args.full else QUICK):
+            r = bench(group, width, size, args.steps, args.channels_last, device)
+            print(f"{r['model']:8} {r['width']:5g} {r['px']:4d} {r['batch']:5d} {r['gmac']:7.3f} | "
+                  f"{r['steer']:11.1f} {r['plain']:11.1f} {r['ratio']:6.2f} | "
+                  f"{r['e2cnn']:11.1f} {r['export']:12.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
