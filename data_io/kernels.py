@@ -1,4 +1,5 @@
-"""Compiled (numba) per-pixel kernels of the simulator: lens + source, PSF, noise.
+"""Compiled (numba) per-pixel kernels: the simulator's lens + source, PSF and noise, and
+the CPU path of the rotation augmentation.
 
 Each kernel is one pass over the pixels with no array temporaries; the maths is that of the
 numpy reference functions in ``data_io.profiles`` (which the tests check against lenstronomy),
@@ -181,4 +182,43 @@ def poisson_counts(gen, lam, exp_neg_frac, cdf, start, out):  # pragma: no cover
                 n_big -= 1
 
 
-__all__ = ["lensed_sersic_exponent", "psf_nearest", "poisson_tables", "gaussian_means", "poisson_counts"]
+@numba.njit(cache=True)
+def rotate_pool3(up, cos, sin, mask, out):  # pragma: no cover - compiled
+    """``avg_pool2d(grid_sample(up, R), 3) * mask`` without the grid or the rotated image.
+
+    ``up`` [N, 3H + 4, 3W + 4] is the x3 upsampled batch (images x channels) with a border
+    of 2 zeros; output pixel (u, v) of ``out`` [N, H, W] averages 9 bilinear, zero-padded
+    samples of the unpadded image (``grid_sample``, ``align_corners=False``) at the rotated
+    centres of its 3x3 sub-pixels: normalised sub-pixel centre
+    ``(x, y) = ((2J + 1) / 3W - 1, (2I + 1) / 3H - 1)`` maps to
+    ``(cos x - sin y, sin x + cos y)`` and then to pixel index ``((g + 1) size - 1) / 2``.
+    Indices are clamped into the zero border, which is what zero padding gives. ``cos, sin``
+    [N]; pixels where ``mask`` [H, W] is False are 0 and are not computed.
+    """
+    n, h, w = out.shape
+    hn, wn = 3 * h, 3 * w
+    xs = (2.0 * np.arange(wn) + 1.0) / wn - 1.0
+    ys = (2.0 * np.arange(hn) + 1.0) / hn - 1.0
+    for b in range(n):
+        cb, sb = cos[b], sin[b]
+        for u in range(h):
+            for v in range(w):
+                acc = 0.0
+                if mask[u, v]:
+                    for a in range(3):
+                        y = ys[3 * u + a]
+                        for c in range(3):
+                            x = xs[3 * v + c]
+                            ix = ((cb * x - sb * y + 1.0) * wn - 1.0) * 0.5 + 2.0
+                            iy = ((sb * x + cb * y + 1.0) * hn - 1.0) * 0.5 + 2.0
+                            ix = min(max(ix, 0.0), wn + 2.0)
+                            iy = min(max(iy, 0.0), hn + 2.0)
+                            j, i = int(ix), int(iy)
+                            fx, fy = ix - j, iy - i
+                            acc += ((1.0 - fy) * ((1.0 - fx) * up[b, i, j] + fx * up[b, i, j + 1])
+                                    + fy * ((1.0 - fx) * up[b, i + 1, j]
+                                            + fx * up[b, i + 1, j + 1]))
+                out[b, u, v] = acc / 9.0
+
+
+__all__ = ["lensed_sersic_exponent", "psf_nearest", "poisson_tables", "gaussian_means", "poisson_counts", "rotate_pool3"]

@@ -87,19 +87,39 @@ def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
 
     The seeds' method: bilinear upsample x3, rotate by ``grid_sample`` (bilinear, zeros
     outside), average-pool x3 back; finally zero everything outside the inscribed disc so
-    every angle sees the same support. Works on any device.
+    every angle sees the same support. Works on any device; on the CPU (without autograd)
+    the rotate + pool + mask steps run as one compiled loop (``kernels.rotate_pool3``, the
+    same samples and weights, ~3x faster than building the grid and the 3x rotated image).
     """
     b, c, h, w = x.shape
     up = F.interpolate(x, scale_factor=3, mode="bilinear", align_corners=False)
     a = torch.deg2rad(angles_deg.to(device=x.device, dtype=x.dtype))
     cos, sin = torch.cos(a), torch.sin(a)
+    mask = disc_mask(h, x.device)
+    if x.device.type == "cpu" and not x.requires_grad and x.dtype in (torch.float32,
+                                                                      torch.float64):
+        return _rotate_pool_cpu(up, cos, sin, mask)
+    return _rotate_pool_torch(up, cos, sin, mask)
+
+
+def _rotate_pool_torch(up, cos, sin, mask):
     zero = torch.zeros_like(cos)
     # output pixel (u, v) samples input at R(-a) (u, v): counter-clockwise rotation of content
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(up.shape), align_corners=False)
     rot = F.grid_sample(up, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    out = F.avg_pool2d(rot, 3)
-    return out * disc_mask(h, x.device).to(x.dtype)
+    return F.avg_pool2d(rot, 3) * mask.to(up.dtype)
+
+
+def _rotate_pool_cpu(up, cos, sin, mask):
+    from data_io.kernels import rotate_pool3
+
+    b, c, hn, wn = up.shape
+    padded = F.pad(up, (2, 2, 2, 2)).reshape(b * c, hn + 4, wn + 4)
+    out = torch.empty(b * c, hn // 3, wn // 3, dtype=up.dtype)
+    rotate_pool3(padded.numpy(), cos.double().repeat_interleave(c).numpy(),
+                 sin.double().repeat_interleave(c).numpy(), mask.numpy(), out.numpy())
+    return out.reshape(b, c, hn // 3, wn // 3)
 
 
 def random_augment(x: torch.Tensor, generator: torch.Generator, rotate: bool = True,
