@@ -13,8 +13,8 @@ kernel kills the rest), deletes the namespaces (their veth links and bridge go w
 work folder. Namespaces left by a killed run (named ``lensnet-<pid>-*`` after a dead pid) are
 removed by the next run.
 
-Run as a script, ``python tests/netns_cluster.py probe ...`` is the tiny Tune study the cluster
-test submits when the real study cannot run (see ``probe_study``).
+Run as a script (``nodes``, ``runs``) it reads the cluster's nodes or an MLflow experiment and
+prints JSON, for the test to run over SSH or through a forwarded port.
 """
 from __future__ import annotations
 
@@ -300,35 +300,7 @@ def remove_unmounted(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------- the probe study
-
-
-def probe_study(storage: str, tracking_uri: str, trials: int, seconds: float) -> None:
-    """A tiny Tune study on the running cluster: each trial reports its node's address.
-
-    Trials ask for 1 CPU each and last ``seconds``, so ``trials`` >= the cluster's CPUs forces them
-    onto several nodes; every trial is logged to MLflow by the driver (one run per trial).
-    """
-    import ray
-    from ray import tune
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-    def trainable(config):
-        time.sleep(seconds)
-        tune.report({"score": config["x"], "node_ip": ray.util.get_node_ip_address()})
-
-    ray.init(address="auto")
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 1}),
-        param_space={"x": tune.grid_search(list(range(trials)))},
-        run_config=tune.RunConfig(
-            name="probe", storage_path=storage,
-            callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri, experiment_name="probe")],
-        ),
-    )
-    results = tuner.fit()
-    for result in results:
-        print(f"TRIAL {result.metrics['trial_id']} {result.metrics['node_ip']}")
+# ----------------------------------------------------------------------------- run on the cluster
 
 
 def alive_nodes() -> list[str]:
@@ -340,14 +312,14 @@ def alive_nodes() -> list[str]:
 
 
 def mlflow_runs(tracking_uri: str, experiment: str) -> list[dict]:
-    """Every run of ``experiment``: its Tune trial name (tag), parent run id and metric names."""
+    """Every run of ``experiment``: id, parent run id and the tags the cluster test reads."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
-    return [{"run_id": r.info.run_id, "trial_name": r.data.tags.get("trial_name"),
-             "parent": r.data.tags.get("mlflow.parentRunId"), "metrics": sorted(r.data.metrics)}
+    return [{"run_id": r.info.run_id, "parent": r.data.tags.get("mlflow.parentRunId"),
+             **{k: r.data.tags.get(k) for k in ("role", "trial_id", "node", "status")}}
             for r in runs]
 
 
@@ -357,19 +329,12 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="Helpers the cluster test runs on the cluster.")
     sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("probe", help=probe_study.__doc__.splitlines()[0])
-    p.add_argument("--storage", required=True)
-    p.add_argument("--tracking-uri", required=True)
-    p.add_argument("--trials", type=int, default=6)
-    p.add_argument("--seconds", type=float, default=4.0)
     sub.add_parser("nodes", help=alive_nodes.__doc__)
     p = sub.add_parser("runs", help=mlflow_runs.__doc__.splitlines()[0])
     p.add_argument("tracking_uri")
     p.add_argument("experiment")
     a = parser.parse_args()
-    if a.what == "probe":
-        probe_study(a.storage, a.tracking_uri, a.trials, a.seconds)
-    elif a.what == "nodes":
+    if a.what == "nodes":
         print(json.dumps(alive_nodes()))
     else:
         print(json.dumps(mlflow_runs(a.tracking_uri, a.experiment)))

@@ -1,12 +1,14 @@
-"""`ray up` of configs/cluster-local.yaml on three real SSH hosts (network namespaces), a study
-submitted with `ray job submit` through `ray dashboard`'s port forward, MLflow read through a
-forwarded port 5000, then `ray down`. See tests/netns_cluster.py for how the hosts are made.
+"""`ray up` of configs/cluster-local.yaml on three real SSH hosts (network namespaces), a tiny
+real study (`run_study.py tune --address auto`) submitted with `ray job submit` through
+`ray dashboard`'s port forward, its MLflow runs read through a forwarded port 5000, then
+`ray down`. See tests/netns_cluster.py for how the hosts are made.
 
 Bounded to TIME_BOUND seconds in all; cleans up (processes, namespaces, folders) even on failure.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,13 +17,15 @@ import pytest
 import yaml
 
 import netns_cluster as nc
+from conftest import tiny_overrides
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(nc.__file__).resolve()
 TIME_BOUND = 360            # seconds for the whole test, cleanup included
-TRIALS = 6                  # 1 CPU each, > any one node's CPUs: they must spread
+TRIALS = 6                  # 1 CPU each, all at once: more than any one node's CPUs
+STUDY = "netns"
 RAY = str(Path(sys.executable).parent / "ray")
 PING = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)"
 
@@ -81,40 +85,55 @@ def lab():
         yield made
 
 
-def test_ray_up_spreads_a_study_over_hosts_and_logs_it_to_mlflow(lab, tmp_path):
+def test_ray_up_spreads_a_study_over_hosts_and_logs_it_to_mlflow(lab, tiny_dataset, tmp_path):
     clock = Clock(TIME_BOUND - 20)           # 20 s kept for cleanup
     log = tmp_path / "cluster.log"
     cfg = cluster_file(lab)
-    head = lab.hosts[0]
+    shared = lab.workdir / "shared"          # seen by every host, like an NFS mount
+    shutil.copytree(tiny_dataset, shared / "data")
     try:
         lab.client([RAY, "up", "-y", str(cfg)], clock.left(180), log)
         ips = wait_for_nodes(lab, cfg, len(lab.hosts), clock, log)
         assert sorted(ips) == sorted(h.ip for h in lab.hosts)
 
-        storage = lab.workdir / "shared" / "ray_results"      # shared by all hosts, like NFS
-        out = submit(lab, cfg, [sys.executable, str(HELPER), "probe", "--storage", str(storage),
-                                "--tracking-uri", "http://127.0.0.1:5000", "--trials", str(TRIALS)],
-                     clock, log)
-        trial_ips = dict(line.split()[1:3] for line in out.splitlines() if line.startswith("TRIAL "))
-        assert len(trial_ips) == TRIALS, out[-3000:]
-        assert set(trial_ips.values()) <= set(ips)
-        assert len(set(trial_ips.values())) > 1, f"all trials ran on one node: {trial_ips}"
+        overrides = tiny_overrides(shared / "data", shared, trials=TRIALS, epochs=2, name=STUDY) + [
+            f"tune.max_concurrent={TRIALS}", "tune.cpus_per_trial=1",
+            "mlflow.tracking_uri=http://127.0.0.1:5000"]       # the head's MLflow server
+        submit(lab, cfg, [sys.executable, str(ROOT / "run_study.py"), "tune", "--address", "auto",
+                          *[a for o in overrides for a in ("--set", o)]], clock, log)
 
         # MLflow on the head, read from the laptop through a forwarded port (README's path)
         lab.background([RAY, "exec", str(cfg), "--port-forward", "5000", "sleep 300"],
                        log.with_suffix(".mlflow"))
-        runs = read_runs(lab, "http://127.0.0.1:5000", "probe", clock, log)
-        assert len(runs) == TRIALS, runs            # one run per trial, named <trainable>_<trial id>
-        assert {r["trial_name"].split("_", 1)[1] for r in runs} == set(trial_ips), runs
-        assert all("score" in r["metrics"] for r in runs)
+        runs = read_runs(lab, "http://127.0.0.1:5000", STUDY, clock, log)
+        check_study(runs, tune_trial_ids(shared / "runs" / STUDY), ips)
     except BaseException:
         print(log.read_text()[-8000:] if log.exists() else "(no client log)")
         raise
     finally:
         lab.client([RAY, "down", "-y", str(cfg)], min(60, max(clock.end - time.monotonic() + 20, 5)),
                    log)
-    alive = [p for p in lab.host_processes(head) if "raylet" in p or "gcs_server" in p]
+    alive = [p for p in lab.host_processes(lab.hosts[0]) if "raylet" in p or "gcs_server" in p]
     assert alive == [], f"`ray down` left Ray running on the head: {alive}"
+
+
+def tune_trial_ids(experiment: Path) -> set[str]:
+    """The trials Tune ran, from the experiment state in the shared storage path."""
+    from ray.tune import ExperimentAnalysis
+
+    return {t.trial_id for t in ExperimentAnalysis(str(experiment)).trials}
+
+
+def check_study(runs: list[dict], trial_ids: set[str], ips: list[str]) -> None:
+    """One parent run; a child run for every Tune trial; trials on more than one node."""
+    parents = [r for r in runs if r["role"] == "study"]
+    assert len(parents) == 1, runs
+    children = [r for r in runs if r["parent"] == parents[0]["run_id"]]
+    assert len(trial_ids) == TRIALS, trial_ids
+    assert {r["trial_id"] for r in children} == trial_ids and len(children) == TRIALS, children
+    nodes = {r["node"].split("/")[0] for r in children if r["node"]}
+    assert nodes <= set(ips), (nodes, ips)
+    assert len(nodes) > 1, f"every trial ran on one node: {children}"
 
 
 def retry(step, clock, pause: float = 1.0):
