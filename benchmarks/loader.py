@@ -1,16 +1,20 @@
 #!/usr/bin/env python
 """Loader images/s: memory-mapped Parquet -> Preprocess -> random rotation/flip, batched.
 
-    python benchmarks/loader.py [--batches 20] [--batch-size 64]
+    python benchmarks/loader.py [--batches 20] [--batch-size 64] [--train-threads 2]
 
-Times a DataLoader over ``LensImageDataset`` (main process, as a Tune trial with one CPU would
-run it) plus ``random_augment`` on each batch, for the laptop size (small64 -> 65 px) and the
-seeds' size (model_i 150 -> 129 px). Compared with ~20 images/s, what one C8 trial at quarter
-width trains on this machine (REFERENCE.md section 5).
+Times a DataLoader over ``LensImageDataset`` (main process, one thread, as a Tune trial with
+one CPU would run it) plus ``random_augment`` on each batch, for the laptop size (small64 ->
+65 px) and the seeds' size (model_i 150 -> 129 px), with the compiled CPU rotation and with
+the seeds' torch path (upsample, affine_grid, grid_sample, pool). In the same run it measures
+what one trial consumes: train steps (forward, backward, Adam) of the C8 steerable CNN at
+quarter width on the same image size, with ``--train-threads`` threads (all cores by
+default, the most a trial could use), and prints loader / trial.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -23,10 +27,7 @@ import torch  # noqa: E402
 
 from data_io import LensImageDataset, Preprocess, open_dataset, random_augment, simulate_dataset  # noqa: E402
 
-TRIAL_IMAGES_PER_S = 20.0
-
-
-def measure(ds_path, preprocess, batches, batch_size, repeats=3):
+def measure(ds_path, preprocess, batches, batch_size, compiled=True, repeats=3):
     images, labels = open_dataset(ds_path).arrays("train")
     loader = torch.utils.data.DataLoader(LensImageDataset(images, labels, preprocess),
                                          batch_size=batch_size, shuffle=True, drop_last=True,
@@ -36,7 +37,7 @@ def measure(ds_path, preprocess, batches, batch_size, repeats=3):
     for _ in range(repeats):
         n, t = 0, time.perf_counter()
         for i, (x, _) in enumerate(loader):
-            random_augment(x, gen, rotate=True, flip=True)
+            random_augment(x, gen, rotate=True, flip=True, compiled=compiled)
             n += len(x)
             if i + 1 == batches:
                 break
@@ -44,20 +45,48 @@ def measure(ds_path, preprocess, batches, batch_size, repeats=3):
     return statistics.median(rates)
 
 
+def trial_rate(size, batch_size, threads, steps=3):
+    """Median images/s of C8 (width 0.25) train steps on [batch_size, 1, size, size]."""
+    from lensnets import build_model
+
+    torch.set_num_threads(threads)
+    model = build_model({"name": "C8", "width": 0.25, "input_size": size, "num_classes": 3})
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, 1, size, size, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(batch_size) % 3
+    rates = []
+    for step in range(steps + 1):  # the first step warms up
+        t = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step:
+            rates.append(batch_size / (time.perf_counter() - t))
+    torch.set_num_threads(1)
+    return statistics.median(rates)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--train-threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--train-batch", type=int, default=16)
     a = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         for preset, per_class, pre in (("small64", 600, Preprocess(65, crop_fraction=1.0)),
                                        ("model_i", 200, Preprocess(129))):
             path = simulate_dataset(preset, per_class, Path(tmp) / preset, progress=False)
-            rate = measure(path, pre, a.batches, a.batch_size)
-            print(f"{preset:8s} -> {pre.target_size} px, batch {a.batch_size}, 1 thread: "
-                  f"{rate:8.1f} img/s = {rate / TRIAL_IMAGES_PER_S:5.1f}x a trial's "
-                  f"{TRIAL_IMAGES_PER_S:.0f} img/s")
+            fast = measure(path, pre, a.batches, a.batch_size, compiled=True)
+            seeds = measure(path, pre, a.batches, a.batch_size, compiled=False)
+            trial = trial_rate(pre.target_size, a.train_batch, a.train_threads)
+            print(f"{preset:8s} -> {pre.target_size} px, batch {a.batch_size}, 1 thread: loader "
+                  f"{fast:7.1f} img/s (torch rotation path {seeds:6.1f}, {fast / seeds:4.1f}x); "
+                  f"C8 w0.25 train step ({a.train_threads} threads) {trial:6.1f} img/s; "
+                  f"loader / trial = {fast / trial:6.1f}x")
 
 
 if __name__ == "__main__":

@@ -183,23 +183,48 @@ def poisson_counts(gen, lam, exp_neg_frac, cdf, start, out):  # pragma: no cover
 
 
 @numba.njit(cache=True)
-def rotate_pool3(up, cos, sin, mask, out):  # pragma: no cover - compiled
-    """``avg_pool2d(grid_sample(up, R), 3) * mask`` without the grid or the rotated image.
+def _upsample3_index(n):  # pragma: no cover - compiled
+    """torch's bilinear x3 upsampling (``align_corners=False``) along one axis of length n:
+    output I reads ``(1 - f) in[i0] + f in[i1]`` with ``s = max((I + 0.5) / 3 - 0.5, 0)``,
+    ``i0 = floor(s)``, ``i1 = min(i0 + 1, n - 1)``, ``f = s - i0``."""
+    i0, i1, f = np.empty(3 * n, np.int64), np.empty(3 * n, np.int64), np.empty(3 * n)
+    for k in range(3 * n):
+        s = max((k + 0.5) / 3.0 - 0.5, 0.0)
+        i0[k] = int(s)
+        i1[k] = min(i0[k] + 1, n - 1)
+        f[k] = s - i0[k]
+    return i0, i1, f
 
-    ``up`` [N, 3H + 4, 3W + 4] is the x3 upsampled batch (images x channels) with a border
-    of 2 zeros; output pixel (u, v) of ``out`` [N, H, W] averages 9 bilinear, zero-padded
-    samples of the unpadded image (``grid_sample``, ``align_corners=False``) at the rotated
-    centres of its 3x3 sub-pixels: normalised sub-pixel centre
-    ``(x, y) = ((2J + 1) / 3W - 1, (2I + 1) / 3H - 1)`` maps to
-    ``(cos x - sin y, sin x + cos y)`` and then to pixel index ``((g + 1) size - 1) / 2``.
-    Indices are clamped into the zero border, which is what zero padding gives. ``cos, sin``
-    [N]; pixels where ``mask`` [H, W] is False are 0 and are not computed.
+
+@numba.njit(cache=True)
+def rotate_pool3(x, cos, sin, mask, out):  # pragma: no cover - compiled
+    """The seeds' rotation ``avg_pool2d(grid_sample(upsample3(x), R), 3) * mask`` per image,
+    without the batch-sized upsampled image, the grid or the rotated image.
+
+    ``x`` [N, H, W] (images x channels). Per image, the bilinear x3 upsampling
+    (``_upsample3_index``) goes into a scratch image with a border of 2 zeros; output pixel
+    (u, v) of ``out`` [N, H, W] averages 9 bilinear, zero-padded samples of it
+    (``grid_sample``, ``align_corners=False``) at the rotated centres of its 3x3 sub-pixels:
+    normalised sub-pixel centre ``(x, y) = ((2J + 1) / 3W - 1, (2I + 1) / 3H - 1)`` maps to
+    ``(cos x - sin y, sin x + cos y)`` and then to index ``((g + 1) size - 1) / 2``. Indices
+    are clamped into the zero border, which is what zero padding gives. ``cos, sin`` [N];
+    pixels where ``mask`` [H, W] is False are 0 and are not computed.
     """
     n, h, w = out.shape
     hn, wn = 3 * h, 3 * w
     xs = (2.0 * np.arange(wn) + 1.0) / wn - 1.0
     ys = (2.0 * np.arange(hn) + 1.0) / hn - 1.0
+    r0, r1, rf = _upsample3_index(h)
+    c0, c1, cf = _upsample3_index(w)
+    rows = np.empty((hn, w), x.dtype)
+    up = np.zeros((hn + 4, wn + 4), x.dtype)
     for b in range(n):
+        for i in range(hn):
+            for j in range(w):
+                rows[i, j] = (1.0 - rf[i]) * x[b, r0[i], j] + rf[i] * x[b, r1[i], j]
+        for i in range(hn):
+            for j in range(wn):
+                up[i + 2, j + 2] = (1.0 - cf[j]) * rows[i, c0[j]] + cf[j] * rows[i, c1[j]]
         cb, sb = cos[b], sin[b]
         for u in range(h):
             for v in range(w):
@@ -208,16 +233,15 @@ def rotate_pool3(up, cos, sin, mask, out):  # pragma: no cover - compiled
                     for a in range(3):
                         y = ys[3 * u + a]
                         for c in range(3):
-                            x = xs[3 * v + c]
-                            ix = ((cb * x - sb * y + 1.0) * wn - 1.0) * 0.5 + 2.0
-                            iy = ((sb * x + cb * y + 1.0) * hn - 1.0) * 0.5 + 2.0
+                            xx = xs[3 * v + c]
+                            ix = ((cb * xx - sb * y + 1.0) * wn - 1.0) * 0.5 + 2.0
+                            iy = ((sb * xx + cb * y + 1.0) * hn - 1.0) * 0.5 + 2.0
                             ix = min(max(ix, 0.0), wn + 2.0)
                             iy = min(max(iy, 0.0), hn + 2.0)
                             j, i = int(ix), int(iy)
                             fx, fy = ix - j, iy - i
-                            acc += ((1.0 - fy) * ((1.0 - fx) * up[b, i, j] + fx * up[b, i, j + 1])
-                                    + fy * ((1.0 - fx) * up[b, i + 1, j]
-                                            + fx * up[b, i + 1, j + 1]))
+                            acc += ((1.0 - fy) * ((1.0 - fx) * up[i, j] + fx * up[i, j + 1])
+                                    + fy * ((1.0 - fx) * up[i + 1, j] + fx * up[i + 1, j + 1]))
                 out[b, u, v] = acc / 9.0
 
 
