@@ -49,7 +49,7 @@ def _block(in_type: enn.FieldType, fields: int, kernel: int, padding: int) -> en
     conv = enn.R2Conv(in_type, out_type, kernel_size=kernel, padding=padding, bias=False,
                       initialize=False)
     e2cnn_compat.he_init_uniform_fields(conv)
-    return enn.SequentialModule(conv, FastInnerBatchNorm(out_type), enn.ReLU(out_type, inplace=True))
+    return enn.SequentialModule(conv, FastInnerBatchNorm(out_type), enn.ReLU(out_type))
 
 
 def build_body(config: ModelConfig) -> enn.SequentialModule:
