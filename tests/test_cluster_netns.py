@@ -7,6 +7,7 @@ Bounded to TIME_BOUND seconds in all; cleans up (processes, namespaces, folders)
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -81,6 +82,8 @@ def lab():
     reason = nc.missing_tools()
     if reason:
         pytest.skip(f"namespace cluster test {reason}")
+    assert importlib.util.find_spec("aiohttp_cors") and importlib.util.find_spec("opencensus"), (
+        "`ray dashboard` / `ray job submit` need Ray's dashboard: install ray[default]==2.60.0")
     with nc.Lab(n_hosts=3) as made:
         yield made
 
