@@ -160,14 +160,23 @@ def poisson_counts(gen, lam, exp_neg_frac, cdf, start, out):  # pragma: no cover
     ``f = lam - K`` (independent Poisson variables add), ``Poisson(K)`` by guide-table
     inversion of one uniform and ``Poisson(f)`` by inversion of a second
     (``_poisson_below_one``): no transcendental functions and almost no unpredictable
-    branches, which cost more than the arithmetic here. The few ``lam >= K_max`` (bright
-    arcs) are drawn afterwards, per row, by numpy's PTRS (Hoermann 1993, ``gen.poisson``);
-    keeping PTRS out of the first loop keeps that loop about 4x faster.
+    branches, which cost more than the arithmetic here. Zero means (clipped sky) give 0 and
+    draw nothing. The few ``lam >= K_max`` (bright arcs) are drawn afterwards, per row, by
+    numpy's PTRS (Hoermann 1993, ``gen.poisson``); keeping PTRS out of the first loop keeps
+    that loop about 4x faster.
     """
     k_max = cdf.shape[0]
+    npix = lam.shape[1]
+    todo = np.empty(npix, np.int64)
     for i in range(lam.shape[0]):
+        n_todo = 0
+        for p in range(npix):  # zero means (clipped sky, ~40%) give 0: skip them, branch-free
+            out[i, p] = 0.0
+            todo[n_todo] = p
+            n_todo += lam[i, p] > 0.0
         n_big = 0
-        for p in range(lam.shape[1]):
+        for q in range(n_todo):
+            p = todo[q]
             v = lam[i, p]
             if v < k_max:
                 k = int(v)
@@ -176,7 +185,7 @@ def poisson_counts(gen, lam, exp_neg_frac, cdf, start, out):  # pragma: no cover
             else:
                 out[i, p] = -1.0
                 n_big += 1
-        for p in range(lam.shape[1]):
+        for p in range(npix):
             if n_big > 0 and out[i, p] < 0.0:
                 out[i, p] = gen.poisson(lam[i, p])
                 n_big -= 1
