@@ -126,6 +126,7 @@ class LensDataset:
         self.class_names = list(metadata["class_names"])
         self.image_shape = tuple(int(v) for v in metadata["image_shape"])
         self._tables: dict[str, pa.Table] = {}
+        self._checked: set[str] = set()
 
     def table(self, split: str) -> pa.Table:
         """The whole split, read with memory mapping (cached)."""
@@ -152,7 +153,11 @@ class LensDataset:
             return (np.zeros((0, *self.image_shape), np.float32), np.zeros(0, np.int64))
         images = _single_chunk(t.column("image")).to_numpy_ndarray()
         labels = _single_chunk(t.column("label")).to_numpy(zero_copy_only=True)
-        return images.reshape(-1, *self.image_shape), labels
+        images = images.reshape(-1, *self.image_shape)
+        if split not in self._checked:
+            _check_values(self.path / f"{split}.parquet", images, labels, len(self.class_names))
+            self._checked.add(split)
+        return images, labels
 
     def params(self, split: str):
         """The physical-parameter columns of a split as a pandas DataFrame."""
@@ -162,6 +167,46 @@ class LensDataset:
     def __repr__(self) -> str:
         counts = {s: sum(self.metadata.get("counts", {}).get(s, {}).values()) for s in SPLITS}
         return f"LensDataset({str(self.path)!r}, classes={self.class_names}, counts={counts})"
+
+
+def _check_values(path: Path, images: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
+    """Labels in ``[0, n_classes)`` and finite pixels (checked in chunks of 1024 images)."""
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if len(bad):
+        raise UsageError(f"dataset file {path}: row {bad[0]} has label {labels[bad[0]]} but the "
+                         f"dataset has {n_classes} classes (labels 0..{n_classes - 1}); recreate the dataset")
+    for lo in range(0, len(images), 1024):
+        finite = np.isfinite(images[lo:lo + 1024]).reshape(min(1024, len(images) - lo), -1).all(axis=1)
+        if not finite.all():
+            raise UsageError(f"dataset file {path}: image {lo + np.flatnonzero(~finite)[0]} has NaN or "
+                             "infinite pixels; recreate the dataset without it")
+
+
+def _check_schema(path: Path, schema: pa.Schema, shape: list[int]) -> None:
+    """The columns the reader relies on: a float tensor ``image`` of ``shape`` and integer ``label``."""
+    if "image" not in schema.names or "label" not in schema.names:
+        problem = f"has no image and label columns (it has {', '.join(schema.names[:6])})"
+    elif not isinstance(image := schema.field("image").type, pa.FixedShapeTensorType) \
+            or not pa.types.is_floating(image.value_type):
+        problem = f"has an image column of type {image}, not a float tensor"
+    elif list(image.shape) != list(shape):
+        problem = f"holds {list(image.shape)} images but dataset.json says image_shape {list(shape)}"
+    elif not pa.types.is_integer(schema.field("label").type):
+        problem = f"has a label column of type {schema.field('label').type}, not integers"
+    else:
+        return
+    raise UsageError(f"dataset file {path} {problem}; recreate the dataset")
+
+
+def _check_unique_sources(folder: Path) -> None:
+    """An ingested image (``source_file``) may sit in one split only, once (no train/test leak)."""
+    seen: dict[str, str] = {}
+    for s in SPLITS:
+        for name in pq.read_table(folder / f"{s}.parquet", columns=["source_file"]).column(0).to_pylist():
+            if name in seen:
+                raise UsageError(f"dataset {folder}: source_file {name!r} appears twice ({seen[name]} and "
+                                 f"{s}); recreate the dataset with `run_study.py ingest`")
+            seen[name] = s
 
 
 def open_dataset(path) -> LensDataset:
@@ -183,10 +228,14 @@ def open_dataset(path) -> LensDataset:
     if not ok or len(shape) != 2:
         raise UsageError(f"{meta_file} is corrupt or from another format version "
                          f"(expected {FORMAT_VERSION}); recreate the dataset")
+    schemas = []
     for s in SPLITS:
         f = path / f"{s}.parquet"
         try:
-            pq.read_schema(f)
+            schemas.append(pq.read_schema(f))
         except (OSError, pa.ArrowException):
             raise UsageError(f"dataset file {f} is missing or corrupt; recreate the dataset") from None
+        _check_schema(f, schemas[-1], shape)
+    if all("source_file" in schema.names for schema in schemas):
+        _check_unique_sources(path)
     return LensDataset(path, meta)

@@ -104,7 +104,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> St
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"config file {path} is not valid YAML ({_first_line(err)}); fix its syntax")
     if not isinstance(raw, dict):
@@ -114,6 +114,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> St
     config = _build(StudyConfig, raw, where="")
     validate(config)
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {twice[0]!r} is given twice; give each key once", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def config_from_dict(raw: dict) -> StudyConfig:

@@ -12,6 +12,7 @@ callback once the server answers again; nothing is silently dropped.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -34,6 +35,8 @@ def connect(tracking_uri: str):
     if tracking_uri.startswith("http"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables"
+        logging.getLogger(name).setLevel(logging.WARNING)
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         client.search_experiments(max_results=1)

@@ -146,7 +146,8 @@ def start_ray(address: str | None) -> None:
         except ConnectionError as err:
             raise UsageError(f"cannot reach the Ray cluster at --address {address} ({err}); "
                              "start it (ray up / ray start --head) or drop --address for a local run")
-    else:
+    else:  # token auth (Ray's default for a local cluster), said explicitly: no warning line
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
 
 
@@ -162,6 +163,9 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
     paths = StudyPaths.of(config)
     dataset = ensure_dataset(config)
     check_models(config, len(dataset.class_names))
+    for split in dataset.splits:  # bad labels or pixels (test too, for `best`) and empty splits fail
+        dataset.arrays(split)       # here, before anything is written
+    load_arrays(dataset)
     client = tracking.connect(config.mlflow.tracking_uri)
     start_ray(address)
     check_resources(config, remote=bool(address))
