@@ -114,3 +114,31 @@ class FastInnerBatchNorm(enn.InnerBatchNorm):
         else:
             y = norm(x.contiguous().view(b, c // s, s, h, w)).view(b, c, h, w)
         return enn.GeometricTensor(y, self.out_type)
+
+
+class LeanR2Conv(enn.R2Conv):
+    """``e2cnn.nn.R2Conv`` whose ``state_dict`` holds only what training changes.
+
+    e2cnn keeps derived tensors as persistent buffers: the sampled basis and, in eval mode only,
+    the expanded filter. Checkpoints then weigh ~25x the parameters, and their keys depend on the
+    mode the model was saved in; worse, loading weights into a model already in eval mode leaves
+    the old filter in place. Here those buffers are not saved, and loading in eval mode rebuilds
+    the filter from the loaded weights.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for module in self._basisexpansion.modules():
+            module._non_persistent_buffers_set.update(module._buffers)
+        self._non_persistent_buffers_set.add("filter")
+
+    def train(self, mode: bool = True):
+        result = super().train(mode)
+        self._non_persistent_buffers_set.add("filter")   # e2cnn re-registers it on eval()
+        return result
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if not self.training:
+            with torch.no_grad():
+                self._buffers["filter"] = self.expand_parameters()[0]

@@ -21,6 +21,8 @@ Heads:
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from e2cnn import gspaces
 from e2cnn import nn as enn
@@ -29,7 +31,7 @@ from . import e2cnn_compat
 from .config import (GROUP_SPECS, POOL_AFTER, POOL_SIGMA, SEED_KERNELS, SEED_PADDINGS,
                      ModelConfig)
 from .layers import (ExportableMaskModule, ExportablePointwiseAvgPoolAntialiased,
-                     FastInnerBatchNorm, FieldMaxPool)
+                     FastInnerBatchNorm, FieldMaxPool, LeanR2Conv)
 from .plain import build_head
 
 e2cnn_compat.install()
@@ -46,7 +48,7 @@ def make_gspace(group: str) -> gspaces.GSpace:
 def _block(in_type: enn.FieldType, fields: int, kernel: int, padding: int) -> enn.SequentialModule:
     gspace = in_type.gspace
     out_type = enn.FieldType(gspace, fields * [gspace.regular_repr])
-    conv = enn.R2Conv(in_type, out_type, kernel_size=kernel, padding=padding, bias=False,
+    conv = LeanR2Conv(in_type, out_type, kernel_size=kernel, padding=padding, bias=False,
                       initialize=False)
     e2cnn_compat.he_init_uniform_fields(conv)
     return enn.SequentialModule(conv, FastInnerBatchNorm(out_type), enn.ReLU(out_type))
@@ -94,14 +96,9 @@ class SteerableCNN(torch.nn.Module):
         body = self.body.export()
         self.train(was_training)
         exported = torch.nn.Sequential(body, FieldMaxPool(self.config.group_order),
-                                       _copy(self.head))
+                                       copy.deepcopy(self.head))
         exported.config = self.config
         return _detach_all(exported).to(device).eval()
-
-
-def _copy(module: torch.nn.Module) -> torch.nn.Module:
-    import copy
-    return copy.deepcopy(module)
 
 
 def _detach_all(module: torch.nn.Module) -> torch.nn.Module:

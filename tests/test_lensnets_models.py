@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from e2cnn import nn as enn
 from e2cnn.nn import GeometricTensor
 
 from common.errors import UsageError
@@ -103,3 +104,29 @@ def test_cuda_forward_backward_and_export(name):
     exported = export_model(model)
     with torch.no_grad():
         assert (exported(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_checkpoint_round_trip_in_any_mode():
+    """State dicts hold weights, not e2cnn's derived filters, and load right in train or eval."""
+    config = ModelConfig(name="D4", **SMALL)
+    torch.manual_seed(0)
+    model = build_model(config)
+    x = torch.randn(2, 1, 33, 33)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).square().mean().backward()
+    optimiser.step()
+    keys_train = set(model.state_dict())
+    model.eval()
+    reference = model(x)
+    assert set(model.state_dict()) == keys_train
+    convs = [name for name, m in model.named_modules() if isinstance(m, enn.R2Conv)]
+    assert len(convs) == 6 and not any(f"{name}.filter" in keys_train for name in convs)
+    assert not any("sampled_basis" in k for k in keys_train)
+    for load_in_train_mode in (True, False):
+        clone = build_model(ModelConfig.from_dict(model.config.to_dict()))
+        clone.train(load_in_train_mode)
+        if not load_in_train_mode:
+            clone(x)   # an eval-mode model already holds (now stale) expanded filters
+        clone.load_state_dict(model.state_dict())
+        clone.eval()
+        assert torch.equal(clone(x), reference)
