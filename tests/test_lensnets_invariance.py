@@ -25,7 +25,7 @@ ROT_TOLERANCE = 0.25  # RMS dlogit under 45/22.5-deg rotations <= 0.25 x the bet
 
 
 def small_model(group: str, seed: int = 0, **kwargs) -> torch.nn.Module:
-    """A small model (24-48-48-96-96-64 channels for every group) whose batch-norm statistics have seen one training batch."""
+    """A small model (24-48-48-96-96-64 channels for any group), batch-norm stats from one batch."""
     torch.manual_seed(seed)
     model = build_model(ModelConfig(name=group, width=0.125, width_mode="channels",
                                     input_size=SIZE, **kwargs))
