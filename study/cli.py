@@ -62,7 +62,9 @@ def print_summary(outcome) -> None:
           f"by ASHA, {(trials.status == 'failed').sum()} failed)\n")
     print(markdown(shown.head(15)))
     print(markdown(by_group(trials).rename(columns={"best": f"best {metric}"})))
-    uri = config.mlflow.tracking_uri
+    from study.tracking import redact
+
+    uri = redact(config.mlflow.tracking_uri)
     print(f"MLflow: {uri}  experiment {config.experiment!r} (id {outcome.experiment_id}), "
           f"parent run {outcome.parent_run_id}")
     print(f"Results: {outcome.artifacts}  (also on the parent run under results/)")

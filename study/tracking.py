@@ -26,12 +26,38 @@ PARENT_TAG = "mlflow.parentRunId"
 STUDY_TAG = "study"
 TRIAL_TAG = "trial_id"
 SPEC_PARAMS = ("model", "width", "lr", "weight_decay", "batch_size")
+RETRY_S = 5.0   # after a failed delivery, queue without trying again for this long (seconds)
+
+
+def redact(uri: str) -> str:
+    """``uri`` without a password or token in its user-info part: ``http://user:***@host``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
+def check_delivered(outbox: Path, tracking_uri: str, name: str) -> None:
+    """After the study: a left-over outbox means the server is still down; say how to deliver it."""
+    outbox = Path(outbox)
+    if outbox.exists():
+        writes = sum(1 for line in outbox.read_text().splitlines() if line.strip())
+        raise UsageError(
+            f"MLflow tracking server {redact(tracking_uri)} is unreachable: training finished but {writes} "
+            f"trial log writes wait in {outbox}; when the server is back, run the same command with "
+            f"--name {name} --resume to deliver them and write the leaderboard"
+        )
 
 
 def connect(tracking_uri: str):
     """An ``MlflowClient`` for ``tracking_uri``, checked to answer; otherwise a :class:`UsageError`."""
     from mlflow.tracking import MlflowClient
 
+    if redact(tracking_uri) != tracking_uri:  # MLflow's "View run at <uri>" lines would show the password
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     if tracking_uri.startswith("http"):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -42,7 +68,7 @@ def connect(tracking_uri: str):
         client.search_experiments(max_results=1)
     except Exception as err:
         raise UsageError(
-            f"MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); "
+            f"MLflow tracking server {redact(tracking_uri)} is unreachable ({type(err).__name__}); "
             "start it (mlflow server --host 127.0.0.1 --port 5000) or fix --tracking-uri / mlflow.tracking_uri"
         )
     return client
@@ -105,6 +131,10 @@ class MlflowTrialLogger(Callback):
         state["_client"] = None
         return state
 
+    def __setstate__(self, state):  # on --resume: the outbox on disk, not the one pickled at the start
+        self.__dict__.update(state)
+        self._outbox = self._read_outbox()
+
     # ------------------------------------------------------------------ Tune hooks
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -114,7 +144,7 @@ class MlflowTrialLogger(Callback):
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         self._send({"op": "start", "trial": trial.trial_id, "config": _plain(trial.config)})
         self._send({"op": "epoch", "trial": trial.trial_id, "epoch": epoch,
-                    "metrics": numeric_metrics(result),
+                    "metrics": numeric_metrics(result), "time": int(time.time() * 1000),
                     "node": f"{result.get('node_ip', '')}/{str(result.get('node_id', ''))[:8]}"})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -129,12 +159,15 @@ class MlflowTrialLogger(Callback):
         self.flush()
         if self._outbox:
             print(f"warning: {len(self._outbox)} MLflow writes could not be delivered; they are kept in "
-                  f"{self.outbox_path} and are sent when you rerun with --resume")
+                  f"{self.outbox_path} and are sent when you rerun with --name {self.study} --resume")
 
     # ------------------------------------------------------------------ outbox
 
     def _send(self, op: dict) -> None:
         self._outbox.append(op)
+        if time.monotonic() < getattr(self, "_retry_at", 0.0):
+            self._write_outbox(None)  # the server was down a moment ago: do not stall Tune's loop again
+            return
         self.flush()
 
     def flush(self) -> None:
@@ -143,6 +176,7 @@ class MlflowTrialLogger(Callback):
             try:
                 self._apply(self._outbox[0])
             except Exception as err:  # unreachable server, locked database, ...
+                self._retry_at = time.monotonic() + RETRY_S
                 self._write_outbox(err)
                 return
             self._outbox.pop(0)
@@ -196,6 +230,8 @@ class MlflowTrialLogger(Callback):
         )
         if found:
             run_id = found[0].info.run_id
+            if config is not None and not found[0].data.params:  # created, then the server went away
+                self._log_params(run_id, config)
             history = self.client.get_metric_history(run_id, "epoch")
             self._logged[trial_id] = int(max((m.value for m in history), default=0))
             self._best[trial_id] = self.sign * found[0].data.metrics.get(f"best_{self.metric}", -self.sign * math.inf)
@@ -212,12 +248,15 @@ class MlflowTrialLogger(Callback):
             tags={PARENT_TAG: self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: trial_id,
                   "role": "trial", "status": "running"},
         )
+        self._log_params(run.info.run_id, config)
+        self._logged[trial_id] = 0
+        return run.info.run_id
+
+    def _log_params(self, run_id: str, config: dict) -> None:
         from mlflow.entities import Param
 
         params = {**self.fixed_params, **{k: config[k] for k in SPEC_PARAMS if k in config}}
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        self._logged[trial_id] = 0
-        return run.info.run_id
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def _log_epoch(self, op: dict) -> None:
         from mlflow.entities import Metric
@@ -232,7 +271,7 @@ class MlflowTrialLogger(Callback):
             self._best[trial_id] = max(self._best.get(trial_id, -math.inf), self.sign * value)
         if self._best.get(trial_id, -math.inf) > -math.inf:
             metrics[f"best_{self.metric}"] = self.sign * self._best[trial_id]
-        now = int(time.time() * 1000)
+        now = op.get("time", int(time.time() * 1000))  # fixed when queued: a resent batch is a no-op
         batch = [Metric(k, v, now, epoch) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)
         if op.get("node"):

@@ -176,6 +176,7 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
         log_study_inputs(client, parent_id, config, dataset, paths)
     tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume)
     tuner.fit()
+    tracking.check_delivered(paths.state / "outbox.jsonl", config.mlflow.tracking_uri, config.name)
     outcome = finish_study(client, config, exp_id, parent_id, paths)
     client.set_terminated(parent_id, status="FINISHED")
     return outcome
@@ -184,7 +185,9 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
 def log_study_inputs(client, parent_id: str, config: StudyConfig, dataset, paths: StudyPaths) -> None:
     from study.space import describe
 
-    params = {k: v for k, v in _flatten(config.to_dict()).items()}
+    from study.tracking import redact
+
+    params = {k: redact(str(v)) for k, v in _flatten(config.to_dict()).items()}
     meta = dict(dataset.metadata)
     params.update({f"dataset.{k}": v for k, v in _flatten(meta).items()})
     from mlflow.entities import Param
@@ -193,7 +196,7 @@ def log_study_inputs(client, parent_id: str, config: StudyConfig, dataset, paths
     client.set_tag(parent_id, "tune_experiment", paths.experiment)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (folder / "config.yaml").write_text(yaml.safe_dump(public_dict(config), sort_keys=False))
         (folder / "dataset.json").write_text(json.dumps(meta, indent=2, default=str))
         (folder / "search_space.json").write_text(json.dumps(describe(config.search), indent=2))
         client.log_artifacts(parent_id, str(folder), artifact_path="study")
@@ -301,6 +304,15 @@ def finish_study(client, config: StudyConfig, exp_id: str, parent_id: str, paths
     client.log_artifacts(parent_id, str(folder), artifact_path="results")
     client.set_tag(parent_id, "trials", str(len(trials)))
     return StudyOutcome(config, exp_id, parent_id, trials, folder)
+
+
+def public_dict(config: StudyConfig) -> dict:
+    """The config as logged to MLflow: a password in the tracking URI is masked."""
+    from study.tracking import redact
+
+    out = config.to_dict()
+    out["mlflow"]["tracking_uri"] = redact(out["mlflow"]["tracking_uri"])
+    return out
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
