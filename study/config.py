@@ -41,8 +41,8 @@ class DataConfig:
 
 @dataclass
 class SearchConfig:
-    groups: list[str] = field(default_factory=lambda: ["trivial", "C4", "C8", "D4", "resnet18"])
-    widths: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    groups: list[str] = field(default_factory=lambda: ["trivial", "C4", "C8", "D4", "D8", "resnet18"])
+    widths: list[float] = field(default_factory=lambda: [0.0625, 0.125])
     lr: list[float] = field(default_factory=lambda: [3e-4, 3e-3])             # log-uniform [lo, hi]
     weight_decay: list[float] = field(default_factory=lambda: [1e-6, 1e-3])   # log-uniform [lo, hi]
     batch_sizes: list[int] = field(default_factory=lambda: [32, 64])
@@ -50,16 +50,16 @@ class SearchConfig:
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = 6
+    max_epochs: int = 8
     optimizer: str = "adamw"      # "adamw" (decoupled weight decay) or "adam" (L2 in the gradient)
     head: str = "invariant"       # "invariant" or "flatten" (the seed's head)
-    width_mode: str = "fields"    # how lensnets scales width across groups
+    width_mode: str = "channels"  # how lensnets scales width across groups (see lensnets/config.py)
     amp: bool = True              # bfloat16/float16 autocast on CUDA; ignored on CPU
 
 
 @dataclass
 class TuneConfig:
-    trials: int = 10
+    trials: int = 12
     max_concurrent: int = 2
     grace_period: int = 1         # ASHA's first rung, in epochs
     reduction_factor: int = 2     # ASHA keeps the top 1/reduction_factor at each rung

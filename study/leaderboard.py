@@ -18,7 +18,7 @@ LEADERBOARD_COLUMNS = ["trial", "model", "width", "lr", "weight_decay", "batch_s
                        "epochs", "best", "node", "trial_id", "run_id"]
 
 
-def collect_trials(client, experiment_id: str, parent_run_id: str, metric: str) -> pd.DataFrame:
+def collect_trials(client, experiment_id: str, parent_run_id: str, metric: str, mode: str = "max") -> pd.DataFrame:
     """One row per trial: sampled values, status, epochs run and the best ``metric`` reached."""
     rows = []
     for run in child_runs(client, experiment_id, parent_run_id):
@@ -34,23 +34,24 @@ def collect_trials(client, experiment_id: str, parent_run_id: str, metric: str) 
             "run_id": run.info.run_id,
         })
     df = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
-    return df.sort_values("best", ascending=False, na_position="last").reset_index(drop=True)
+    return df.sort_values("best", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
 
 
 def by_group(trials: pd.DataFrame) -> pd.DataFrame:
-    """The seeds' table: for each model, the best score of its trials and which trial got it."""
+    """The seeds' table: for each model, the best score of its trials and which trial got it.
+
+    ``trials`` comes sorted best-first (see :func:`collect_trials`), so the first row of each
+    model is its best.
+    """
     scored = trials.dropna(subset=["best"])
-    if scored.empty:
-        return pd.DataFrame(columns=["model", "best", "trials", "best_trial"])
-    best_rows = scored.loc[scored.groupby("model")["best"].idxmax()]
+    best_rows = scored.groupby("model", sort=False).head(1)
     counts = trials.groupby("model").size()
-    table = pd.DataFrame({
+    return pd.DataFrame({
         "model": best_rows["model"].values,
         "best": best_rows["best"].values,
         "trials": [int(counts[m]) for m in best_rows["model"]],
         "best_trial": best_rows["trial"].values,
     })
-    return table.sort_values("best", ascending=False).reset_index(drop=True)
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:

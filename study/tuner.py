@@ -288,13 +288,13 @@ def finish_study(client, config: StudyConfig, exp_id: str, parent_id: str, paths
     from study import leaderboard
 
     metric = config.tune.metric
-    trials = leaderboard.collect_trials(client, exp_id, parent_id, metric)
+    trials = leaderboard.collect_trials(client, exp_id, parent_id, metric, config.tune.mode)
     folder = paths.state / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
     leaderboard.write_tables(trials, folder, metric)
     best = leaderboard.best_trial(trials)
     if best is not None:
-        leaderboard.write_best_config(best, config.to_dict(), folder)
+        leaderboard.write_best_config(best, public_dict(config), folder)
         client.log_metric(parent_id, f"best_{metric}", float(best["best"]))
         client.set_tag(parent_id, "best_trial", best["trial"])
         client.set_tag(parent_id, "best_run_id", best["run_id"])
