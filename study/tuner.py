@@ -148,7 +148,8 @@ def start_ray(address: str | None) -> None:
                              "start it (ray up / ray start --head) or drop --address for a local run")
     else:  # token auth (Ray's default for a local cluster), said explicitly: no warning line
         os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(include_dashboard=False, log_to_driver=True, configure_logging=False)
+        # address="local": always a fresh local instance, never a cluster another process started
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
 
 
 # ----------------------------------------------------------------------------- the study
