@@ -146,8 +146,9 @@ def start_ray(address: str | None) -> None:
         except ConnectionError as err:
             raise UsageError(f"cannot reach the Ray cluster at --address {address} ({err}); "
                              "start it (ray up / ray start --head) or drop --address for a local run")
-    else:  # token auth (Ray's default for a local cluster), said explicitly: no warning line
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    else:
+        # Ray's own default auth for a local instance; do not set RAY_AUTH_MODE here: Ray reads it
+        # at import time, so setting it now makes the GCS demand a token the driver never sends.
         # address="local": always a fresh local instance, never a cluster another process started
         ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
 
