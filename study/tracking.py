@@ -30,14 +30,16 @@ RETRY_S = 5.0   # after a failed delivery, queue without trying again for this l
 
 
 def redact(uri: str) -> str:
-    """``uri`` without a password or token in its user-info part: ``http://user:***@host``."""
+    """``uri`` without a password or token in its user-info part: ``http://user:***@host``
+    (a user-info without a colon is taken for a token: ``http://***@host``)."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
     if "@" not in parts.netloc:
         return uri
     user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+    name, colon, _ = user.partition(":")
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}" if colon else f"***@{host}"))
 
 
 def check_delivered(outbox: Path, tracking_uri: str, name: str) -> None:
