@@ -26,7 +26,7 @@ METRICS = ("val_auc_micro", "val_auc_macro", "val_acc", "val_loss")
 @dataclass
 class SimulateConfig:
     preset: str = "small64"
-    per_class: int = 500
+    per_class: int = 600
 
 
 @dataclass
@@ -59,9 +59,9 @@ class TrainConfig:
 
 @dataclass
 class TuneConfig:
-    trials: int = 12
+    trials: int = 16
     max_concurrent: int = 2
-    grace_period: int = 1         # ASHA's first rung, in epochs
+    grace_period: int = 2         # ASHA's first rung, in epochs
     reduction_factor: int = 2     # ASHA keeps the top 1/reduction_factor at each rung
     metric: str = "val_auc_micro"
     mode: str = "max"
