@@ -115,12 +115,19 @@ def ensure_dataset(config: StudyConfig):
     return open_dataset(path)
 
 
-def check_resources(config: StudyConfig, remote: bool) -> None:
+def local_resources() -> dict[str, float]:
+    """What a local Ray instance started here will offer: this machine's cores and GPUs."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def check_resources(config: StudyConfig, remote: bool, total: dict | None = None) -> None:
     """Fail early when no node of the cluster can ever hold one trial."""
     import ray
 
     t = config.tune
-    total = ray.cluster_resources()
+    total = ray.cluster_resources() if total is None else total
     need = {"CPU": t.cpus_per_trial, "GPU": t.gpus_per_trial}
     for key, amount in need.items():
         have = total.get(key, 0)
@@ -163,6 +170,8 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
 
     config = pick_name(config, explicit_name, resume)
     paths = StudyPaths.of(config)
+    if not address:   # a local instance: check before simulating data or starting Ray
+        check_resources(config, remote=False, total=local_resources())
     dataset = ensure_dataset(config)
     check_models(config, len(dataset.class_names))
     for split in dataset.splits:  # bad labels or pixels (test too, for `best`) and empty splits fail
