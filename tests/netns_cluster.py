@@ -33,16 +33,20 @@ PREFIX = "lensnet"
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR"]
 
-# PID 1 of a host: private /tmp and home (keeping the listed entries of the real home, e.g. the
-# pyenv the venv's python lives in), then sshd; reaps orphans (Ray daemons) until sshd exits.
+# PID 1 of a host: private /tmp and home (keeping the listed entries of the real /tmp and home,
+# e.g. the pyenv the venv's python lives in, or a checkout under /tmp), then sshd; reaps orphans
+# (Ray daemons) until sshd exits.
 INIT = r"""
 import os, signal, subprocess, sys
-tmp, home, keep, *sshd = sys.argv[1:]
+tmp, home, keep, keep_tmp, *sshd = sys.argv[1:]
 real = os.path.expanduser("~")
 for name in filter(None, keep.split(",")):
     os.makedirs(os.path.join(home, name), exist_ok=True)
     subprocess.check_call(["mount", "--rbind", os.path.join(real, name), os.path.join(home, name)])
-subprocess.check_call(["mount", "--bind", tmp, "/tmp"])
+for name in filter(None, keep_tmp.split(",")):
+    os.makedirs(os.path.join(tmp, name), exist_ok=True)
+    subprocess.check_call(["mount", "--rbind", os.path.join("/tmp", name), os.path.join(tmp, name)])
+subprocess.check_call(["mount", "--rbind", tmp, "/tmp"])
 subprocess.check_call(["mount", "--rbind", home, real])
 os.makedirs("/run/sshd", exist_ok=True)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -53,10 +57,19 @@ while os.wait()[0] != child.pid:
 
 
 def home_entries_python_needs() -> list[str]:
-    """Top-level entries of the real home holding this interpreter or its venv (e.g. .pyenv)."""
-    home = Path.home().resolve()
+    """Top-level entries of the real home holding this interpreter, its venv or the checkout."""
+    return entries_needed_under(Path.home().resolve())
+
+
+def tmp_entries_python_needs() -> list[str]:
+    """The same for /tmp (CI may clone the project there; every host mounts its own /tmp)."""
+    return entries_needed_under(Path("/tmp"))
+
+
+def entries_needed_under(home: Path) -> list[str]:
     needed = set()
-    for p in (Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(), Path(sys.prefix)):
+    root = Path(__file__).resolve().parent.parent
+    for p in (Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(), Path(sys.prefix), root):
         if p.is_relative_to(home) and p != home:
             needed.add(p.relative_to(home).parts[0])
     return sorted(needed)
@@ -190,7 +203,7 @@ class Lab:
         subprocess.Popen(
             ["ip", "netns", "exec", host.ns, "unshare", "--pid", "--fork", "--mount-proc",
              sys.executable, "-c", INIT, str(host.root / "tmp"), str(host.home),
-             ",".join(home_entries_python_needs()),
+             ",".join(home_entries_python_needs()), ",".join(tmp_entries_python_needs()),
              "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -211,8 +224,10 @@ class Lab:
 
     def client_cmd(self, args: list[str]) -> list[str]:
         """``args`` as run on the laptop: its namespace, a private /tmp, the venv first on PATH."""
+        keep = "".join(f'mkdir -p "$0/{name}" && mount --rbind "/tmp/{name}" "$0/{name}" && '
+                       for name in tmp_entries_python_needs())
         return ["ip", "netns", "exec", self.lan, "unshare", "--mount", "--", "sh", "-c",
-                'mount --bind "$0" /tmp && exec "$@"', str(self.workdir / "lan" / "tmp"), *args]
+                keep + 'mount --rbind "$0" /tmp && exec "$@"', str(self.workdir / "lan" / "tmp"), *args]
 
     def client_env(self) -> dict:
         env = dict(os.environ, HOME=str(self.workdir / "lan" / "home"), RAY_USAGE_STATS_ENABLED="0")

