@@ -81,6 +81,16 @@ def _finished_trials(db: Path) -> int:
             return 0
 
 
+def _trials_with_an_epoch(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+        try:
+            return con.execute("select count(distinct run_uuid) from metrics where key='epoch'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
 def test_resume_after_the_driver_is_killed_reruns_and_relogs_nothing(tiny_dataset, tmp_path):
     overrides = tiny_overrides(tiny_dataset, tmp_path, trials=5, epochs=3, name="r") + ["tune.max_concurrent=1"]
     args = [sys.executable, str(ROOT / "run_study.py"), "tune", "--name", "r", *_sets(overrides)]
@@ -89,7 +99,9 @@ def test_resume_after_the_driver_is_killed_reruns_and_relogs_nothing(tiny_datase
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "mlflow.db"
     deadline = time.time() + 300
-    while _finished_trials(db) < 2 and time.time() < deadline and driver.poll() is None:
+    # kill once two trials are finished and a third has reported an epoch (so Tune has snapshotted it)
+    while (_finished_trials(db) < 2 or _trials_with_an_epoch(db) < 3) and time.time() < deadline \
+            and driver.poll() is None:
         time.sleep(0.5)
     assert driver.poll() is None, "the study ended before it could be interrupted"
     os.killpg(driver.pid, signal.SIGKILL)   # the driver and the local Ray it started
