@@ -20,15 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted study: finished trials are kept, unfinished ones resume")
     p.set_defaults(func=run_tune)
-    _register_more(subparsers)
+    from study import best_cli
 
-
-def _register_more(subparsers) -> None:
-    """Subcommands of other study modules (added as they exist)."""
-    try:
-        from study import best_cli
-    except ImportError:
-        return
     best_cli.register(subparsers)
 
 
