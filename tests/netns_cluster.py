@@ -231,6 +231,11 @@ class Lab:
 
     def client_env(self) -> dict:
         env = dict(os.environ, HOME=str(self.workdir / "lan" / "home"), RAY_USAGE_STATS_ENABLED="0")
+        # the hosts start Ray with its default (auth disabled); a RAY_AUTH_MODE that an earlier
+        # in-process ray.init left in this test process must not make the client demand a token
+        env["RAY_AUTH_MODE"] = "disabled"
+        for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            env.pop(key, None)
         env["PATH"] = f"{self.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}"
         return env
 
