@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,23 @@ def tiny_overrides(dataset: Path, tmp: Path, *, trials: int = 4, epochs: int = 3
         "tune.max_concurrent=2", "tune.grace_period=1", "tune.reduction_factor=2",
         f"tune.storage_path={tmp / 'runs'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
     ]
+
+
+def as_sets(overrides: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]``."""
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def count_in_mlflow_db(db: Path, sql: str) -> int:
+    """A read-only count from an MLflow SQLite file another process may be writing (0 if absent)."""
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+        try:
+            return con.execute(sql).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+FINISHED_TRIALS_SQL = "select count(*) from tags where key='status' and value in ('completed','pruned')"
+TRIALS_WITH_AN_EPOCH_SQL = "select count(distinct run_uuid) from metrics where key='epoch'"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli, tiny_overrides
+from conftest import as_sets as _sets, run_cli, tiny_overrides
 from study.tracking import child_runs
 
 pytestmark = pytest.mark.slow
@@ -17,10 +17,6 @@ pytestmark = pytest.mark.slow
 CLASSES = ("no_sub", "cdm", "vortex")
 # 29 px: the smallest input the steerable CNN takes (lensnets.config.MIN_INPUT_SIZE)
 STUDY = ["data.image_size=29", "search.groups=[C4]", "tune.max_concurrent=1"]
-
-
-def _sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
 
 
 @pytest.fixture(scope="module")

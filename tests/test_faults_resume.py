@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,26 +20,15 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli, tiny_overrides
+from conftest import FINISHED_TRIALS_SQL, ROOT, as_sets as _sets, count_in_mlflow_db, run_cli, tiny_overrides
 from study.tracking import child_runs
 
 pytestmark = pytest.mark.slow
 TRIALS, EPOCHS = 6, 3
 
 
-def _sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
-
-
 def _finished(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
-        try:
-            return con.execute("select count(*) from tags where key='status' and value in "
-                               "('completed','pruned')").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+    return count_in_mlflow_db(db, FINISHED_TRIALS_SQL)
 
 
 def _outcome(tmp: Path, name: str) -> dict:

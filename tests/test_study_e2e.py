@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,14 +12,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli, tiny_overrides
+from conftest import (FINISHED_TRIALS_SQL, ROOT, TRIALS_WITH_AN_EPOCH_SQL, as_sets as _sets,
+                      count_in_mlflow_db, run_cli, tiny_overrides)
 from study.tracking import child_runs
 
 pytestmark = pytest.mark.slow
-
-
-def _sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
 
 
 def _study_runs(db: Path, name: str):
@@ -71,24 +67,11 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
 
 
 def _finished_trials(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
-        try:
-            return con.execute("select count(*) from tags where key='status' and value in "
-                               "('completed','pruned')").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+    return count_in_mlflow_db(db, FINISHED_TRIALS_SQL)
 
 
 def _trials_with_an_epoch(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
-        try:
-            return con.execute("select count(distinct run_uuid) from metrics where key='epoch'").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+    return count_in_mlflow_db(db, TRIALS_WITH_AN_EPOCH_SQL)
 
 
 def test_resume_after_the_driver_is_killed_reruns_and_relogs_nothing(tiny_dataset, tmp_path):
