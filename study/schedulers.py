@@ -8,8 +8,23 @@ Two corrections to Ray Tune 2.60's stock classes:
    value as an intermediate value (Tune does not pass the stopping result to the searcher, so it
    is added here), which is what TPE uses for pruned trials.
 2. :class:`PersistentASHA`: ``Tuner.restore`` rebuilds the scheduler empty, forgetting the rungs.
-   This ASHA writes its rungs to a JSON file after every decision and reads them back when it
-   starts, so a resumed study stops the same trials an uninterrupted one would.
+   This ASHA writes its rungs, and every trial it stopped, to a JSON file after every decision and
+   reads them back when it starts, so a resumed study stops the same trials an uninterrupted one would.
+
+Surviving a SIGKILLed driver. Tune restores a study from its last experiment snapshot (trial list,
+searcher state), which can be older than what the driver did just before it died: a trial stopped,
+a result logged, a trial proposed. The rules that make ``--resume`` land where the study was:
+
+- a trial is never started before a snapshot lists it (:meth:`PersistentASHA.choose_trial_to_run`),
+  so no trial the restored study forgot has rungs, MLflow runs or checkpoints; only its Optuna
+  trial can be left RUNNING, and :meth:`PruningOptunaSearch.restore` marks that FAIL;
+- a snapshot is written before each result is handled, and Tune keeps two checkpoints per trial,
+  so the checkpoint a snapshot names still exists when the study is restored;
+- a restored trial first re-reports the epoch of its checkpoint (``study.trainable``); a trial
+  this scheduler had stopped is stopped again right there, and every consumer (rungs, Optuna,
+  MLflow) ignores an epoch it has already recorded;
+- the stopping result (epoch, value) is kept in the state file, so Optuna is told the same
+  outcome even when the driver died between the decision and telling Optuna.
 
 ASHA's rule (Li et al. 2020): with grace period ``g`` and reduction factor ``eta``, rungs sit at
 ``g * eta**k`` epochs; a trial reaching a rung is stopped if its metric is below the
@@ -18,53 +33,141 @@ ASHA's rule (Li et al. 2020): with grace period ``g`` and reduction factor ``eta
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from pathlib import Path
 
-from common.atomic import atomic_file
+import optuna
+from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from common.atomic import atomic_file
+
+logger = logging.getLogger(__name__)
+
+
+TRIAL_STOPPED = "stopped"   # key of the state file's {trial id: {"epoch": e, "value": v}} record
+
+
+def snapshot_experiment(tune_controller) -> None:
+    """Make Tune write its experiment snapshot (trials, searcher state) to storage now, and wait.
+
+    Schedulers receive Tune's controller behind a wrapper that whitelists a few methods;
+    ``checkpoint`` is the controller's own public method, reached past the wrapper.
+    """
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    controller.checkpoint(force=True, wait=True)
+
+
+def read_state(state_file: str | os.PathLike) -> dict:
+    """The scheduler's state file: ``{"rungs": [...], "stopped": {...}}`` (empty when absent)."""
+    path = Path(state_file)
+    if not path.exists():
+        return {"rungs": [], TRIAL_STOPPED: {}}
+    return json.loads(path.read_text())
+
 
 class PruningOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that records early-stopped trials as PRUNED instead of COMPLETE."""
+    """``OptunaSearch`` that records early-stopped trials as PRUNED and survives a driver restart.
 
-    def __init__(self, *args, max_epochs: int, **kwargs):
+    Intermediate values are keyed by epoch (not Tune's ``training_iteration``, which a restored
+    trial's re-report advances), and a trial Optuna has already been told about is never told again.
+    """
+
+    def __init__(self, *args, max_epochs: int, stop_file: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+        self.stop_file = stop_file
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if trial_id in self._completed_trials or self._told(trial_id):
+            return
+        self._report(trial_id, result.get(self.metric), int(result.get("epoch", 0)))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        stopped_early = (
-            not error and result is not None and int(result.get("epoch", 0)) < self.max_epochs
-        )
-        if not stopped_early or trial_id in self._completed_trials:
-            return super().on_trial_complete(trial_id, result=result, error=error)
-        from optuna.trial import TrialState
-
-        ot_trial = self._ot_trials[trial_id]
-        value, epoch = result.get(self.metric), int(result["epoch"])
-        # Tune withholds the result that triggered the STOP from the searcher: record it here.
-        if value is not None and epoch not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-            ot_trial.report(value, epoch)
-        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        if trial_id in self._completed_trials:
+            return
         self._completed_trials.add(trial_id)
+        if self._told(trial_id):   # told just before an interrupted driver's last snapshot
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if error:
+            return self._tell(ot_trial, None, TrialState.FAIL)
+        value, epoch = self._final_result(trial_id, result or {})
+        # Tune withholds the result that triggered the STOP from the searcher: record it here.
+        self._report(trial_id, value, epoch)
+        if value is None or epoch < self.max_epochs:
+            return self._tell(ot_trial, None, TrialState.PRUNED)
+        self._tell(ot_trial, value, TrialState.COMPLETE)
+
+    def restore(self, checkpoint_path: str):
+        """Restore the snapshot, then fail the Optuna trials the snapshot does not know (orphans)."""
+        super().restore(checkpoint_path)
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for orphan in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if orphan._trial_id not in known:
+                optuna.Trial(self._ot_study, orphan._trial_id).set_user_attr(
+                    "interrupted", "proposed, then the driver died before Tune recorded the trial")
+                self._ot_study.tell(orphan.number, state=TrialState.FAIL)
 
     @property
     def optuna_study(self):
         return self._ot_study
 
+    def _final_result(self, trial_id: str, result: dict) -> tuple[float | None, int]:
+        """The stopping result as the scheduler recorded it, else the last result Tune passes."""
+        stopped = read_state(self.stop_file).get(TRIAL_STOPPED, {}) if self.stop_file else {}
+        if trial_id in stopped:
+            return stopped[trial_id]["value"], int(stopped[trial_id]["epoch"])
+        return result.get(self.metric), int(result.get("epoch", 0))
+
+    def _told(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials.get(trial_id)
+        return ot_trial is not None and ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+    def _report(self, trial_id: str, value: float | None, epoch: int) -> None:
+        ot_trial = self._ot_trials[trial_id]
+        if value is None or epoch < 1 or math.isnan(value):
+            return
+        if epoch not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(value, epoch)
+
+    def _tell(self, ot_trial, value, state) -> None:
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # e.g. a NaN value: Optuna refuses it, the study goes on
+            logger.warning("Optuna refused trial %s's outcome: %s", ot_trial.number, exc)
+
 
 class PersistentASHA(ASHAScheduler):
-    """ASHA whose rung records survive a driver restart (kept in ``state_file``)."""
+    """ASHA whose rungs and stopped trials survive a driver restart (kept in ``state_file``)."""
 
     def __init__(self, *args, state_file: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.state_file = str(state_file)
         self._loaded = False
+        self._stopped: dict[str, dict] = {}
+        self._listed: set[str] = set()    # trials a snapshot of this driver session lists
+
+    def choose_trial_to_run(self, tune_controller):
+        trial = super().choose_trial_to_run(tune_controller)
+        if trial is not None and trial.trial_id not in self._listed:
+            snapshot_experiment(tune_controller)   # no trial runs before Tune's snapshot lists it
+            self._listed.add(trial.trial_id)
+        return trial
 
     def on_trial_result(self, tune_controller, trial, result):
         self._load_once()
+        if tune_controller is not None:
+            snapshot_experiment(tune_controller)   # names the trial's previous checkpoint, still kept
+        if trial.trial_id in self._stopped:        # stopped before the driver was interrupted
+            return self.STOP
         decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == self.STOP:
+            self._stopped[trial.trial_id] = {"epoch": int(result[self._time_attr]),
+                                             "value": float(result[self._metric])}
         self._save()
         return decision
 
@@ -72,21 +175,25 @@ class PersistentASHA(ASHAScheduler):
         self._load_once()
         super().on_trial_add(tune_controller, trial)
 
+    def on_trial_complete(self, tune_controller, trial, result):
+        self._load_once()
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save()
+
     def rungs(self) -> list[dict[str, dict[str, float]]]:
         """Per bracket: ``{milestone: {trial_id: metric}}``."""
         return [{str(m): dict(rec) for m, rec in b._rungs} for b in self._brackets]
 
     def _save(self) -> None:
         with atomic_file(Path(self.state_file), "w") as fh:
-            json.dump(self.rungs(), fh)
+            json.dump({"rungs": self.rungs(), TRIAL_STOPPED: self._stopped}, fh)
 
     def _load_once(self) -> None:
         if self._loaded:
             return
         self._loaded = True
-        if not os.path.exists(self.state_file):
-            return
-        saved = json.loads(Path(self.state_file).read_text())
-        for bracket, rungs in zip(self._brackets, saved):
+        saved = read_state(self.state_file)
+        self._stopped.update(saved.get(TRIAL_STOPPED, {}))
+        for bracket, rungs in zip(self._brackets, saved["rungs"]):
             for milestone, recorded in bracket._rungs:
                 recorded.update(rungs.get(str(milestone), {}))

@@ -27,6 +27,7 @@ STUDY_TAG = "study"
 TRIAL_TAG = "trial_id"
 SPEC_PARAMS = ("model", "width", "lr", "weight_decay", "batch_size")
 RETRY_S = 5.0   # after a failed delivery, queue without trying again for this long (seconds)
+FINAL_STATUSES = ("completed", "pruned")   # a run with one of these is closed for good
 
 
 def redact(uri: str) -> str:
@@ -124,6 +125,7 @@ class MlflowTrialLogger(Callback):
         self._client = None
         self._runs: dict[str, str] = {}       # trial id -> run id
         self._logged: dict[str, int] = {}     # trial id -> last epoch logged
+        self._final: set[str] = set()         # trial ids whose run carries its final status
         self._best: dict[str, float] = {}
         self._nodes: dict[str, list[str]] = {}
         self._outbox: list[dict] = self._read_outbox()
@@ -218,9 +220,11 @@ class MlflowTrialLogger(Callback):
             self._log_epoch(op)
         elif op["op"] == "end":
             run_id = self._run_id(op["trial"], None)
-            if run_id:
+            if run_id and op["trial"] not in self._final:   # a restored trial ends once, not twice
                 self.client.set_tag(run_id, "status", op["status"])
                 self.client.set_terminated(run_id, status=op["run_status"])
+                if op["status"] in FINAL_STATUSES:
+                    self._final.add(op["trial"])
 
     def _run_id(self, trial_id: str, config: dict | None) -> str | None:
         if trial_id in self._runs:
@@ -236,6 +240,8 @@ class MlflowTrialLogger(Callback):
                 self._log_params(run_id, config)
             history = self.client.get_metric_history(run_id, "epoch")
             self._logged[trial_id] = int(max((m.value for m in history), default=0))
+            if found[0].data.tags.get("status") in FINAL_STATUSES:
+                self._final.add(trial_id)
             self._best[trial_id] = self.sign * found[0].data.metrics.get(f"best_{self.metric}", -self.sign * math.inf)
         elif config is not None:
             run_id = self._create_run(trial_id, config)
@@ -265,7 +271,7 @@ class MlflowTrialLogger(Callback):
 
         trial_id, epoch = op["trial"], op["epoch"]
         run_id = self._run_id(trial_id, None)
-        if run_id is None or epoch <= self._logged.get(trial_id, 0):
+        if run_id is None or epoch <= self._logged.get(trial_id, 0) or trial_id in self._final:
             return  # already logged (a trial restored from a checkpoint repeats no epoch here)
         metrics = dict(op["metrics"])
         value = metrics.get(self.metric)

@@ -34,6 +34,10 @@ def train_trial(config: dict, *, settings: dict, data: dict) -> None:
             trainer.load(Path(folder) / CHECKPOINT_FILE)
 
     node = ray.get_runtime_context().get_node_id()
+    if trainer.history:
+        # Restored: first say where this trial stands. After a driver restart the scheduler may
+        # have stopped it at this epoch already (study.schedulers); consumers skip known epochs.
+        tune.report({**trainer.history[-1], "node_id": node, "restored": True})
 
     def report(record: dict) -> None:
         record = {**record, "node_id": node}

@@ -18,6 +18,7 @@ from common.errors import UsageError
 from study.config import StudyConfig
 
 DATA_KEYS = ("train", "val")
+ASHA_STATE = "asha.json"   # rungs and stopped trials (study.schedulers)
 
 
 @dataclass
@@ -162,6 +163,21 @@ def start_ray(address: str | None) -> None:
         # at import time, so setting it now makes the GCS demand a token the driver never sends.
         # address="local": always a fresh local instance, never a cluster another process started
         ray.init(address="local", include_dashboard=False, log_to_driver=True, configure_logging=False)
+        restrict_ray_token()
+
+
+def restrict_ray_token() -> None:
+    """Make Ray's auth token readable by its owner only (Ray 2.60 writes it with mode 0644).
+
+    The token is what keeps other hosts and users off the local Ray instance's ports.
+    """
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:   # no token (auth disabled), or not ours to change
+        pass
 
 
 # ----------------------------------------------------------------------------- the study
@@ -238,7 +254,8 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
         run_config=tune.RunConfig(
             name=config.name, storage_path=paths.storage,
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # two per trial: a restored snapshot names the newest or the one before it (schedulers.py)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[make_logger(config, paths, exp_id, parent_id)],
         ),
     )
@@ -262,7 +279,7 @@ def make_searcher(config: StudyConfig, paths: StudyPaths):
     return PruningOptunaSearch(
         space=define_by_run(config.search), metric=config.tune.metric, mode=config.tune.mode,
         seed=config.seed, study_name=config.name, max_epochs=config.train.max_epochs,
-        storage=_optuna_storage(paths),
+        storage=_optuna_storage(paths), stop_file=str(paths.state / ASHA_STATE),
     )
 
 
@@ -278,7 +295,7 @@ def make_scheduler(config: StudyConfig, paths: StudyPaths):
     return PersistentASHA(
         time_attr="epoch", metric=config.tune.metric, mode=config.tune.mode,
         max_t=config.train.max_epochs, grace_period=config.tune.grace_period,
-        reduction_factor=config.tune.reduction_factor, state_file=str(paths.state / "asha.json"),
+        reduction_factor=config.tune.reduction_factor, state_file=str(paths.state / ASHA_STATE),
     )
 
 

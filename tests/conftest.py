@@ -61,3 +61,50 @@ def count_in_mlflow_db(db: Path, sql: str) -> int:
 
 FINISHED_TRIALS_SQL = "select count(*) from tags where key='status' and value in ('completed','pruned')"
 TRIALS_WITH_AN_EPOCH_SQL = "select count(distinct run_uuid) from metrics where key='epoch'"
+
+
+def finished_trials(db: Path, experiment: str) -> int:
+    """How many trials of one MLflow experiment carry a final status (read-only, 0 if absent)."""
+    sql = ("select count(*) from tags t join runs r on t.run_uuid = r.run_uuid "
+           "join experiments e on r.experiment_id = e.experiment_id "
+           f"where e.name = '{experiment}' and t.key = 'status' and t.value in ('completed', 'pruned')")
+    return count_in_mlflow_db(db, sql)
+
+
+def study_outcome(folder: Path, name: str) -> dict:
+    """What a finished study left behind, in comparable form.
+
+    ``trials``: ``{sampled config: (status, epochs logged)}`` from MLflow (each epoch logged once);
+    ``rungs``: ASHA's recorded values per bracket and milestone; ``optuna``: the finished Optuna
+    trials as (state, value, epochs with an intermediate value); ``orphans``: Optuna trials an
+    interrupted driver proposed but Tune never recorded (marked FAIL on resume); ``running``: never told.
+    """
+    import json
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from study.tracking import child_runs
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    parent, = client.search_runs([exp.experiment_id], "tags.role = 'study'")
+    trials = {}
+    for run in child_runs(client, exp.experiment_id, parent.info.run_id):
+        p = run.data.params
+        key = (p["model"], p.get("width"), round(float(p["lr"]), 12), round(float(p["weight_decay"]), 12))
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_auc_micro")]
+        assert steps == list(range(1, len(steps) + 1)), f"{name}: each epoch logged once, got steps {steps}"
+        assert key not in trials, f"{name}: configuration {key} logged twice"
+        trials[key] = (run.data.tags["status"], len(steps))
+    state = folder / "runs" / f"{name}.state"
+    rungs = json.loads((state / "asha.json").read_text())["rungs"]
+    values = [{m: sorted(round(v, 9) for v in rec.values()) for m, rec in bracket.items()} for bracket in rungs]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{state / 'optuna.db'}")
+    told = [(t.state.name, round(t.value, 9) if t.value is not None else None, sorted(t.intermediate_values))
+            for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    return {"trials": trials, "rungs": values, "optuna": sorted(told, key=str),
+            "orphans": sum(t.state == optuna.trial.TrialState.FAIL and "interrupted" in t.user_attrs
+                           for t in study.trials),
+            "running": sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)}

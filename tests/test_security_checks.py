@@ -127,7 +127,8 @@ def test_ray_default_rules_are_what_this_test_assumes():
 
 
 def test_local_ray_uses_token_auth_and_no_dashboard(tmp_path):
-    """What ``run_study`` starts on a laptop: token authentication on, no dashboard server.
+    """What ``run_study`` starts on a laptop: token authentication on, no dashboard server, and a
+    token file only its owner can read (Ray writes it 0644).
 
     (Ray 2.60's gRPC ports listen on every interface; the token is what keeps others out.)"""
     probe = (
@@ -139,13 +140,16 @@ def test_local_ray_uses_token_auth_and_no_dashboard(tmp_path):
         "print('DASHBOARD', ray._private.worker._global_node.address_info.get('webui_url'))\n"
         "ray.shutdown()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}   # Ray makes a new token here
     env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "TOKEN True" in done.stdout, done.stdout
     assert done.stdout.split("DASHBOARD ")[1].strip() in ("", "None"), done.stdout
+    token = tmp_path / ".ray" / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600, "the token is readable by its owner only"
 
 
 def test_credentials_are_masked_wherever_a_uri_is_shown():
