@@ -26,6 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import as_sets, count_in_mlflow_db, run_cli, study_outcome, tiny_overrides  # noqa: E402
 
+os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
+
 EPOCHS_SQL = ("select count(*) from metrics m join runs r on m.run_uuid = r.run_uuid join experiments e "
               "on r.experiment_id = e.experiment_id where e.name = '{name}' and m.key = 'epoch'")
 FINISHED_SQL = ("select count(*) from tags t join runs r on t.run_uuid = r.run_uuid join experiments e "

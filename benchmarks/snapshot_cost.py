@@ -23,6 +23,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 from conftest import tiny_overrides  # noqa: E402
 
+os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
+
 
 def timed_snapshots():
     """Wrap Tune's snapshot calls; return the list that collects (seconds, wrote a snapshot)."""
