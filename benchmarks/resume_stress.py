@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import as_sets, count_in_mlflow_db, run_cli, study_outcome, tiny_overrides  # noqa: E402
+from conftest import as_sets, count_in_mlflow_db, local_ray_instance, run_cli, study_outcome, tiny_overrides  # noqa: E402
 
 os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
 
@@ -87,44 +87,43 @@ def main() -> int:
                         help="count logged epochs, or trials given a final status, before the delay")
     args = parser.parse_args()
 
-    import ray
-
     from data_io import simulate_dataset
 
-    rng = random.Random(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="resume-stress-"))
     dataset = folder / "tiny"
     simulate_dataset("small64", 24, dataset, seed=3, progress=False, workers=1)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    address = ray.get_runtime_context().gcs_address
-    try:
-        plain = run_cli("tune", "--name", "u", "--address", address,
-                        *overrides(dataset, folder, "u", args.trials, args.epochs), cwd=folder)
-        assert plain.returncode == 0, plain.stderr[-2000:]
-        expected = study_outcome(folder, "u")
-        total_epochs = sum(n for _, n in expected["trials"].values())
-        events = total_epochs if args.trigger == "epochs" else args.trials
-        matches, orphans, ran = 0, 0, 0
-        for cycle in range(args.cycles):
-            at, delay = rng.randint(1, events - 1), rng.uniform(0.0, args.max_delay)
-            start = time.time()
-            got, error = killed_and_resumed(args, folder, dataset, address, f"r{cycle}", at, delay)
-            when = f"kill after {at} {args.trigger} + {delay:.2f} s"
-            if error == "the study ended before the kill":
-                print(f"cycle {cycle}: {when}: skipped ({error})", flush=True)
-                continue
-            ran += 1
-            diff = error or differences(expected, got)
-            matches += not diff
-            orphans += got.get("orphans", 0)
-            print(f"cycle {cycle}: {when}: "
-                  f"{'MATCH' if not diff else 'MISMATCH ' + diff} ({time.time() - start:.0f} s)", flush=True)
-        print(f"\n{matches}/{ran} interrupted studies matched the uninterrupted one "
-              f"({args.trials} trials x {args.epochs} epochs, {total_epochs} epochs logged in all); "
-              f"{orphans} Optuna trial(s) proposed by a killed driver and marked FAIL on resume; folder {folder}")
-        return 0 if matches == ran else 1
-    finally:
-        ray.shutdown()
+    with local_ray_instance(num_cpus=2) as address:
+        return stress(args, folder, dataset, address)
+
+
+def stress(args, folder: Path, dataset: Path, address: str) -> int:
+    """The uninterrupted study, then ``args.cycles`` killed-and-resumed ones; 0 when all match."""
+    rng = random.Random(args.seed)
+    plain = run_cli("tune", "--name", "u", "--address", address,
+                    *overrides(dataset, folder, "u", args.trials, args.epochs), cwd=folder)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    expected = study_outcome(folder, "u")
+    total_epochs = sum(n for _, n in expected["trials"].values())
+    events = total_epochs if args.trigger == "epochs" else args.trials
+    matches, orphans, ran = 0, 0, 0
+    for cycle in range(args.cycles):
+        at, delay = rng.randint(1, events - 1), rng.uniform(0.0, args.max_delay)
+        start = time.time()
+        got, error = killed_and_resumed(args, folder, dataset, address, f"r{cycle}", at, delay)
+        when = f"kill after {at} {args.trigger} + {delay:.2f} s"
+        if error == "the study ended before the kill":
+            print(f"cycle {cycle}: {when}: skipped ({error})", flush=True)
+            continue
+        ran += 1
+        diff = error or differences(expected, got)
+        matches += not diff
+        orphans += got.get("orphans", 0)
+        print(f"cycle {cycle}: {when}: "
+              f"{'MATCH' if not diff else 'MISMATCH ' + diff} ({time.time() - start:.0f} s)", flush=True)
+    print(f"\n{matches}/{ran} interrupted studies matched the uninterrupted one "
+          f"({args.trials} trials x {args.epochs} epochs, {total_epochs} epochs logged in all); "
+          f"{orphans} Optuna trial(s) proposed by a killed driver and marked FAIL on resume; folder {folder}")
+    return 0 if matches == ran else 1
 
 
 if __name__ == "__main__":

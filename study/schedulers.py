@@ -82,15 +82,14 @@ class PruningOptunaSearch(OptunaSearch):
         self.stop_file = stop_file
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if trial_id in self._completed_trials or self._told(trial_id):
-            return
-        self._report(trial_id, result.get(self.metric), int(result.get("epoch", 0)))
+        if trial_id not in self._completed_trials:
+            self._report(trial_id, result.get(self.metric), int(result.get("epoch", 0)))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if trial_id in self._completed_trials:
             return
         self._completed_trials.add(trial_id)
-        if self._told(trial_id):   # told just before an interrupted driver's last snapshot
+        if self._stored(trial_id).state.is_finished():   # told just before the driver died
             return
         ot_trial = self._ot_trials[trial_id]
         if error:
@@ -123,16 +122,18 @@ class PruningOptunaSearch(OptunaSearch):
             return stopped[trial_id]["value"], int(stopped[trial_id]["epoch"])
         return result.get(self.metric), int(result.get("epoch", 0))
 
-    def _told(self, trial_id: str) -> bool:
-        ot_trial = self._ot_trials.get(trial_id)
-        return ot_trial is not None and ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
+    def _stored(self, trial_id: str) -> optuna.trial.FrozenTrial:
+        """The trial as Optuna's storage holds it now (state, intermediate values)."""
+        ot_trial = self._ot_trials[trial_id]
+        return ot_trial.storage.get_trial(ot_trial._trial_id)
 
     def _report(self, trial_id: str, value: float | None, epoch: int) -> None:
-        ot_trial = self._ot_trials[trial_id]
+        """Record ``value`` at ``epoch`` unless Optuna has it already or the trial is finished."""
         if value is None or epoch < 1 or math.isnan(value):
             return
-        if epoch not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-            ot_trial.report(value, epoch)
+        stored = self._stored(trial_id)
+        if not stored.state.is_finished() and epoch not in stored.intermediate_values:
+            self._ot_trials[trial_id].report(value, epoch)
 
     def _tell(self, ot_trial, value, state) -> None:
         try:

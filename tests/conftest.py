@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny simulated dataset, study configs sized for tests, the CLI as a subprocess."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -41,6 +42,19 @@ def tiny_overrides(dataset: Path, tmp: Path, *, trials: int = 4, epochs: int = 3
         "tune.max_concurrent=2", "tune.grace_period=1", "tune.reduction_factor=2",
         f"tune.storage_path={tmp / 'runs'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
     ]
+
+
+@contextlib.contextmanager
+def local_ray_instance(num_cpus: int):
+    """A fresh local Ray instance for a module's tests or a benchmark; yields its GCS address."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
 
 
 def as_sets(overrides: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, tiny_overrides
+from conftest import local_ray_instance, run_cli, tiny_overrides
 from data_fixtures import write_model_fj, write_model_i
 
 NAME = "bad"
@@ -255,12 +255,8 @@ def ingested(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_cpu_ray():
     """A one-CPU local Ray shared by the resource cases (run_study reuses an initialised Ray)."""
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with local_ray_instance(num_cpus=1):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, as_sets as _sets, finished_trials, run_cli, study_outcome, tiny_overrides
+from conftest import (ROOT, as_sets as _sets, finished_trials, local_ray_instance, run_cli, study_outcome,
+                      tiny_overrides)
 
 pytestmark = pytest.mark.slow
 TRIALS, EPOCHS = 6, 3
@@ -26,12 +27,8 @@ TRIALS, EPOCHS = 6, 3
 
 @pytest.fixture(scope="module")
 def shared_ray():
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    with local_ray_instance(num_cpus=2) as address:
+        yield address
 
 
 def test_resumed_study_stops_the_same_trials_as_an_uninterrupted_one(shared_ray, tiny_dataset, tmp_path):

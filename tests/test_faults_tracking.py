@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import local_ray_instance, tiny_overrides
 from study.tracking import MlflowTrialLogger, child_runs
 
 pytestmark = pytest.mark.slow
@@ -60,12 +60,8 @@ class MlflowServer:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with local_ray_instance(num_cpus=2):
+        yield
 
 
 def _checkpoint_epochs(trial_dir: Path) -> list[int]:
