@@ -24,16 +24,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import as_sets, count_in_mlflow_db, local_ray_instance, run_cli, study_outcome, tiny_overrides  # noqa: E402
+from conftest import as_sets, count_in_mlflow_db, finished_trials, local_ray_instance, run_cli, study_outcome, tiny_overrides  # noqa: E402
 
 os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
 
 EPOCHS_SQL = ("select count(*) from metrics m join runs r on m.run_uuid = r.run_uuid join experiments e "
               "on r.experiment_id = e.experiment_id where e.name = '{name}' and m.key = 'epoch'")
-FINISHED_SQL = ("select count(*) from tags t join runs r on t.run_uuid = r.run_uuid join experiments e "
-                "on r.experiment_id = e.experiment_id where e.name = '{name}' and t.key = 'status' "
-                "and t.value in ('completed', 'pruned')")
-TRIGGERS = {"epochs": EPOCHS_SQL, "finished": FINISHED_SQL}
+
+
+def epochs_logged(db: Path, name: str) -> int:
+    return count_in_mlflow_db(db, EPOCHS_SQL.format(name=name))
+
+
+TRIGGERS = {"epochs": epochs_logged, "finished": finished_trials}
 
 
 def overrides(dataset: Path, folder: Path, name: str, trials: int, epochs: int) -> list[str]:
@@ -49,7 +52,7 @@ def killed_and_resumed(args, folder: Path, dataset: Path, address: str, name: st
     driver = subprocess.Popen(cmd, cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db, deadline = folder / "mlflow.db", time.time() + 600
-    while count_in_mlflow_db(db, TRIGGERS[args.trigger].format(name=name)) < at and time.time() < deadline:
+    while TRIGGERS[args.trigger](db, name) < at and time.time() < deadline:
         if driver.poll() is not None:
             return {}, "the study ended before the kill"
         time.sleep(0.05)

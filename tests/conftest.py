@@ -73,7 +73,6 @@ def count_in_mlflow_db(db: Path, sql: str) -> int:
             return 0
 
 
-FINISHED_TRIALS_SQL = "select count(*) from tags where key='status' and value in ('completed','pruned')"
 TRIALS_WITH_AN_EPOCH_SQL = "select count(distinct run_uuid) from metrics where key='epoch'"
 
 

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import (FINISHED_TRIALS_SQL, ROOT, TRIALS_WITH_AN_EPOCH_SQL, as_sets as _sets,
+from conftest import (ROOT, TRIALS_WITH_AN_EPOCH_SQL, as_sets as _sets, finished_trials,
                       count_in_mlflow_db, run_cli, tiny_overrides)
 from study.tracking import child_runs
 
@@ -67,7 +67,7 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
 
 
 def _finished_trials(db: Path) -> int:
-    return count_in_mlflow_db(db, FINISHED_TRIALS_SQL)
+    return finished_trials(db, "r")
 
 
 def _trials_with_an_epoch(db: Path) -> int:
