@@ -5,14 +5,15 @@ imported on first use so ``run_study.py --help`` stays fast.
 """
 from __future__ import annotations
 
-from .config import GROUPS, HEADS, MODEL_NAMES, WIDTH_MODES, ModelConfig
+from .config import GROUPS, HEADS, MEMORY_MODES, MODEL_NAMES, WIDTH_MODES, ModelConfig
 
 _LAZY = {
     "build_model": "factory", "export_model": "factory", "count_params": "factory",
+    "set_memory_mode": "factory", "estimate_train_memory": "memory",
     "count_macs": "plain", "plain_twin": "plain",
 }
 
-__all__ = ["GROUPS", "HEADS", "MODEL_NAMES", "WIDTH_MODES", "ModelConfig", *_LAZY]
+__all__ = ["GROUPS", "HEADS", "MEMORY_MODES", "MODEL_NAMES", "WIDTH_MODES", "ModelConfig", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -44,6 +44,8 @@ HEADS: tuple[str, ...] = ("invariant", "flatten")
 #: width_mode -> exponent p of (8 / |G|) in the width rule above.
 WIDTH_EXPONENTS: dict[str, float] = {"fields": 0.0, "channels": 1.0, "params": 0.5}
 WIDTH_MODES: tuple[str, ...] = tuple(WIDTH_EXPONENTS)
+#: how a model keeps activations for backward in training (``lensnets.set_memory_mode``)
+MEMORY_MODES: tuple[str, ...] = ("plain", "lean")
 SEED_FIELDS: tuple[int, ...] = (24, 48, 48, 96, 96, 64)
 SEED_KERNELS: tuple[int, ...] = (7, 5, 5, 5, 5, 5)
 SEED_PADDINGS: tuple[int, ...] = (1, 2, 2, 2, 2, 1)

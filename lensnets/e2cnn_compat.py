@@ -6,10 +6,14 @@
 2. ``e2cnn.nn.init.generalized_he_init`` loops in Python over every weight (about 2 s for one
    48 -> 96 field C8 layer). :func:`he_init_uniform_fields` computes the same variances from a
    one-field layer (exactly equal: see ``tests/test_lensnets_layers.py``).
+3. ``BlocksBasisExpansion`` keeps the slice bounds of contiguous blocks as lists of 0-d tensors
+   and reads them with ``.item()`` on every forward; fake tensors (the memory estimate in
+   ``lensnets.memory``) cannot. :func:`plain_slice_bounds` turns them into Python ints.
 """
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -72,3 +76,14 @@ def he_init_uniform_fields(conv: enn.R2Conv) -> None:
     std = (one / math.sqrt(n_in)).repeat(n_out * n_in).to(conv.weights.device)
     with torch.no_grad():
         conv.weights.copy_(std * torch.randn_like(conv.weights))
+
+
+_BOUNDS = re.compile(r"(in|out)_indices_")
+
+
+def plain_slice_bounds(module: torch.nn.Module) -> None:
+    """Fix 3: every basis expansion under ``module`` keeps its slice bounds as Python ints."""
+    for sub in module.modules():
+        for name, value in list(vars(sub).items()):
+            if _BOUNDS.match(name) and isinstance(value, list):
+                setattr(sub, name, [int(v) for v in value])

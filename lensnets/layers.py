@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from e2cnn import nn as enn
 
+from .lean_ops import batch_norm_relu, fixed_filter_conv
+
 
 class DiscMask(torch.nn.Module):
     """Multiply every channel by a fixed ``[1, 1, S, S]`` mask (1 inside the inscribed disc).
@@ -68,6 +70,12 @@ class ExportablePointwiseAvgPoolAntialiased(enn.PointwiseAvgPoolAntialiased):
         self.eval()
         return gaussian_pool_conv(self)
 
+    def forward_lean(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
+        """The same pool, keeping nothing of the map for backward (the filter is fixed)."""
+        assert input.type == self.in_type
+        out = fixed_filter_conv(input.tensor, self.filter, self.stride, self.padding, input.shape[1])
+        return enn.GeometricTensor(out, self.out_type)
+
 
 class FieldMaxPool(torch.nn.Module):
     """Group pooling in plain PyTorch: [B, F*|G|, H, W] -> [B, F, H, W], max over each field.
@@ -105,15 +113,27 @@ class FastInnerBatchNorm(enn.InnerBatchNorm):
         self._norm_name = f"batch_norm_[{self._field_size}]"   # the parent's BatchNorm3d
 
     def forward(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
+        return enn.GeometricTensor(self._on_fields(input, getattr(self, self._norm_name)),
+                                   self.out_type)
+
+    def forward_relu(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
+        """``ReLU(self(input))``; in training it keeps only the input for backward
+        (:func:`lensnets.lean_ops.batch_norm_relu`)."""
+        norm = getattr(self, self._norm_name)
+        if not (norm.training and torch.is_grad_enabled()):
+            return enn.GeometricTensor(torch.relu(self._on_fields(input, norm)), self.out_type)
+        fn = lambda view: batch_norm_relu(view, norm)  # noqa: E731
+        return enn.GeometricTensor(self._on_fields(input, fn), self.out_type)
+
+    def _on_fields(self, input: enn.GeometricTensor, fn) -> torch.Tensor:
+        """``fn`` on a zero-copy per-field view of the input, returned in the input's layout."""
         assert input.type == self.in_type
-        x, s, norm = input.tensor, self._field_size, getattr(self, self._norm_name)
+        x, s = input.tensor, self._field_size
         b, c, h, w = x.shape
         if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            y = norm(x.permute(0, 2, 3, 1).view(b * h * w, c // s, s, 1, 1))
-            y = y.view(b, h, w, c).permute(0, 3, 1, 2)
-        else:
-            y = norm(x.contiguous().view(b, c // s, s, h, w)).view(b, c, h, w)
-        return enn.GeometricTensor(y, self.out_type)
+            y = fn(x.permute(0, 2, 3, 1).view(b * h * w, c // s, s, 1, 1))
+            return y.view(b, h, w, c).permute(0, 3, 1, 2)
+        return fn(x.contiguous().view(b, c // s, s, h, w)).view(b, c, h, w)
 
 
 class LeanR2Conv(enn.R2Conv):
@@ -142,3 +162,25 @@ class LeanR2Conv(enn.R2Conv):
         if not self.training:
             with torch.no_grad():
                 self._buffers["filter"] = self.expand_parameters()[0]
+
+
+class FastGroupPooling(enn.GroupPooling):
+    """``e2cnn.nn.GroupPooling`` for regular fields of one size, as a max over a zero-copy view.
+
+    Same maths and the same backward (``torch.max`` over each field's |G| channels, gradient to
+    the arg-max); e2cnn slices with index tensors read back by ``.item()`` and writes into a fresh
+    float32 tensor, which breaks fake-tensor memory estimates and bfloat16 autocast.
+    ``export()`` is the parent's.
+    """
+
+    def __init__(self, in_type: enn.FieldType, **kwargs):
+        super().__init__(in_type, **kwargs)
+        if len(self._contiguous) != 1 or not all(self._contiguous.values()):
+            raise ValueError("FastGroupPooling needs fields of a single size")
+        (self._field_size,) = self._contiguous
+
+    def forward(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
+        assert input.type == self.in_type
+        x, s = input.tensor, self._field_size
+        b, c, h, w = x.shape
+        return enn.GeometricTensor(x.view(b, c // s, s, h, w).max(dim=2).values, self.out_type)

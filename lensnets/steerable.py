@@ -18,20 +18,33 @@ Heads:
   round-off) and up to filter discretisation for 45- and 22.5-degree rotations.
 - ``flatten`` (the seed's): Flatten(F6 x 26 x 26) -> Linear(., 64) -> BatchNorm1d -> ELU ->
   Linear; the spatial layout is kept, so it is NOT invariant.
+
+Memory modes (:meth:`SteerableCNN.set_memory_mode`; the results are the same in both):
+
+- ``plain``: autograd keeps every block's convolution output (for batch norm's backward) and
+  ReLU output (for ReLU's backward and the next convolution's).
+- ``lean``: in training with gradients on, each block (with the pool after it) runs under
+  ``torch.utils.checkpoint`` (non-reentrant): only the block's input is kept, and the block is
+  run again in backward. The recomputation leaves batch-norm running statistics untouched, so
+  they are updated once per step as in plain mode. ReLUs work in place on the batch-norm output
+  (batch norm's backward needs its input, not its output), so no second copy of each map exists.
 """
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from e2cnn import gspaces
 from e2cnn import nn as enn
 
 from . import e2cnn_compat
-from .config import (GROUP_SPECS, POOL_AFTER, POOL_SIGMA, SEED_KERNELS, SEED_PADDINGS,
-                     ModelConfig)
+from .config import (GROUP_SPECS, MEMORY_MODES, POOL_AFTER, POOL_SIGMA, SEED_KERNELS,
+                     SEED_PADDINGS, ModelConfig)
 from .layers import (ExportableMaskModule, ExportablePointwiseAvgPoolAntialiased,
-                     FastInnerBatchNorm, FieldMaxPool, LeanR2Conv)
+                     FastGroupPooling, FastInnerBatchNorm, FieldMaxPool, LeanR2Conv)
 from .plain import build_head
 
 e2cnn_compat.install()
@@ -51,6 +64,7 @@ def _block(in_type: enn.FieldType, fields: int, kernel: int, padding: int) -> en
     conv = LeanR2Conv(in_type, out_type, kernel_size=kernel, padding=padding, bias=False,
                       initialize=False)
     e2cnn_compat.he_init_uniform_fields(conv)
+    e2cnn_compat.plain_slice_bounds(conv)
     return enn.SequentialModule(conv, FastInnerBatchNorm(out_type), enn.ReLU(out_type))
 
 
@@ -70,6 +84,57 @@ def build_body(config: ModelConfig) -> enn.SequentialModule:
     return enn.SequentialModule(*layers)
 
 
+def block_segments(body: enn.SequentialModule) -> list[tuple[enn.EquivariantModule, ...]]:
+    """The body cut into checkpoint segments: each of the six blocks with the pool after it
+    (the input mask joins the first block)."""
+    segments, current = [], []
+    for module in body.children():
+        starts_block = isinstance(module, enn.SequentialModule)
+        if starts_block and any(isinstance(m, enn.SequentialModule) for m in current):
+            segments.append(tuple(current))
+            current = []
+        current.append(module)
+    return segments + [tuple(current)]
+
+
+def _run_lean(module: enn.EquivariantModule, t: enn.GeometricTensor) -> enn.GeometricTensor:
+    """One body module the lean way: a block's batch norm and ReLU fused, pools keeping no map."""
+    if isinstance(module, enn.SequentialModule):
+        conv, norm, _relu = module.children()
+        return norm.forward_relu(conv(t))
+    if isinstance(module, ExportablePointwiseAvgPoolAntialiased):
+        return module.forward_lean(t)
+    return module(t)
+
+
+def _run_segment(modules, in_type: enn.FieldType, x: torch.Tensor) -> torch.Tensor:
+    t = enn.GeometricTensor(x, in_type)
+    for module in modules:
+        t = _run_lean(module, t)
+    return t.tensor
+
+
+@contextmanager
+def frozen_running_stats(modules):
+    """Batch norm inside ``modules`` normalises with batch statistics as usual but leaves its
+    running mean, variance and batch counter as they were (momentum 0, counter restored)."""
+    norms = [m for module in modules for m in module.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+def _recompute_contexts(modules):
+    return nullcontext(), frozen_running_stats(modules)
+
+
 class SteerableCNN(torch.nn.Module):
     """float32 [B, in_channels, S, S] -> logits [B, num_outputs]; S = ``config.input_size``."""
 
@@ -78,16 +143,33 @@ class SteerableCNN(torch.nn.Module):
         self.config = config
         self.body = build_body(config)
         self.input_type = self.body.in_type
-        self.gpool = enn.GroupPooling(self.body.out_type)
+        self.gpool = FastGroupPooling(self.body.out_type)
         self.head = build_head(config)
+        self.memory_mode = "plain"
+
+    def set_memory_mode(self, mode: str) -> "SteerableCNN":
+        """``"lean"``: checkpointed blocks with fused batch norm + ReLU in training; ``"plain"``:
+        e2cnn's modules as they are. Both compute the same (see the module docstring)."""
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"memory mode {mode!r} is unknown; use one of {', '.join(MEMORY_MODES)}")
+        self.memory_mode = mode
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.config.input_size
         if x.dim() != 4 or x.shape[1] != self.config.in_channels or x.shape[-2:] != (size, size):
             raise ValueError(f"expected input [B, {self.config.in_channels}, {size}, {size}], "
                              f"got {list(x.shape)}")
-        features = self.gpool(self.body(enn.GeometricTensor(x, self.input_type)))
-        return self.head(features.tensor)
+        if self.memory_mode == "lean" and self.training and torch.is_grad_enabled():
+            in_type = self.input_type
+            for modules in block_segments(self.body):
+                x = checkpoint(partial(_run_segment, modules, in_type), x, use_reentrant=False,
+                               context_fn=partial(_recompute_contexts, modules))
+                in_type = modules[-1].out_type
+            features = enn.GeometricTensor(x, in_type)
+        else:
+            features = self.body(enn.GeometricTensor(x, self.input_type))
+        return self.head(self.gpool(features).tensor)
 
     def export(self) -> torch.nn.Sequential:
         """Plain-PyTorch copy for inference (eval mode), sharing no tensors with this model."""

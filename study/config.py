@@ -20,6 +20,7 @@ from common.errors import UsageError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
 KNOWN_MODELS = ("trivial", "C2", "C4", "C8", "C16", "D1", "D2", "D4", "D8", "resnet18")
+MEMORY_CHOICES = ("auto", "lean", "plain")
 METRICS = ("val_auc_micro", "val_auc_macro", "val_acc", "val_loss")
 
 
@@ -54,7 +55,11 @@ class TrainConfig:
     optimizer: str = "adamw"      # "adamw" (decoupled weight decay) or "adam" (L2 in the gradient)
     head: str = "invariant"       # "invariant" or "flatten" (the seed's head)
     width_mode: str = "channels"  # how lensnets scales width across groups (see lensnets/config.py)
-    amp: bool = True              # bfloat16/float16 autocast on CUDA; ignored on CPU
+    amp: bool = True              # bfloat16 autocast on CUDA where the GPU has it; ignored on CPU
+    memory: str = "auto"          # "lean" (checkpointed blocks), "plain", or "auto": lean on CUDA
+    memory_budget_gb: float | None = None   # GiB a trial may use; null: the GPU's free memory
+                                            # (its share for gpus_per_trial < 1), no limit on CPU
+    channels_last: bool | None = None       # NHWC tensors; null: on CUDA only
 
 
 @dataclass
@@ -235,6 +240,10 @@ def validate(config: StudyConfig) -> None:
         raise UsageError("tune.max_failures must be >= 0")
     if tr.optimizer not in ("adamw", "adam"):
         raise UsageError(f"train.optimizer {tr.optimizer!r} is unknown; use adamw or adam")
+    if tr.memory not in MEMORY_CHOICES:
+        raise UsageError(f"train.memory {tr.memory!r} is unknown; use one of {', '.join(MEMORY_CHOICES)}")
+    if tr.memory_budget_gb is not None and not (tr.memory_budget_gb > 0 and math.isfinite(tr.memory_budget_gb)):
+        raise UsageError(f"train.memory_budget_gb must be a positive number of GiB or null, not {tr.memory_budget_gb}")
     if tr.head not in ("invariant", "flatten"):
         raise UsageError(f"train.head {tr.head!r} is unknown; use invariant or flatten")
     if d.image_size < 9 or d.image_size % 2 == 0:

@@ -9,10 +9,16 @@ optimiser and epoch counter, :func:`fit` runs epochs and hands each epoch's reco
 Reproducible on CPU: the model is initialised from ``seed``; epoch ``e`` shuffles and augments
 with generators seeded from ``(seed, e)``, so a run resumed from a checkpoint continues exactly
 as if it had not stopped.
+
+Memory (``study.memory_plan``): before training, the step's peak memory is estimated and the
+batch split into micro-batches (gradients accumulated) if it does not fit the device; a CUDA
+out-of-memory error that still happens halves the micro-batch and retries the epoch once from
+its start.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 
 from common.atomic import atomic_file
 from common.errors import UsageError
+from study.memory_plan import TrialDoesNotFit, plan_memory
 from study.metrics import classification_metrics, probabilities
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -50,6 +57,10 @@ class RunSpec:
     rotate: bool = True
     flip: bool = False
     amp: bool = True
+    memory: str = "auto"                  # plain | lean | auto (lean on CUDA)
+    memory_budget_gb: float | None = None # None: the GPU's free memory (no limit on CPU)
+    channels_last: bool | None = None     # None: on CUDA only
+    gpu_share: float = 1.0                # tune.gpus_per_trial: the trial's fraction of its GPU
 
     def label(self) -> str:
         """A short human name that says what distinguishes this run, e.g. ``C8 w0.50 lr3e-04 wd1e-05``."""
@@ -87,7 +98,7 @@ class Trainer:
 
     def __init__(self, spec: RunSpec, class_names: list[str], device: str | None = None):
         from data_io import Preprocess
-        from lensnets import ModelConfig, build_model
+        from lensnets import ModelConfig, build_model, set_memory_mode
 
         self.spec, self.class_names = spec, list(class_names)
         self.device = pick_device(device)
@@ -97,6 +108,15 @@ class Trainer:
             num_classes=len(class_names), input_size=spec.image_size, head=spec.head,
         )
         self.model = build_model(config).to(self.device)
+        self.plan = plan_memory(
+            self.model, spec.label(), spec.batch_size, memory=spec.memory, amp=spec.amp,
+            channels_last=spec.channels_last, device=self.device,
+            budget_gb=spec.memory_budget_gb, gpu_share=spec.gpu_share)
+        set_memory_mode(self.model, self.plan.memory_mode)
+        if self.plan.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.micro_batch = self.plan.micro_batch
+        self.oom_hook: Callable[[int], None] | None = None   # tests: called before each micro-step
         optimizer_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[spec.optimizer]
         self.optimizer = optimizer_cls(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
         self.preprocess = Preprocess(target_size=spec.image_size, crop_fraction=spec.crop_fraction)
@@ -106,6 +126,29 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
 
     def train_epoch(self, split: Split) -> dict:
+        """One pass over ``split``; on a CUDA out-of-memory error, once more at half the micro-batch."""
+        start_state = self._snapshot()
+        try:
+            return self._train_epoch(split)
+        except torch.OutOfMemoryError:
+            failed = self.micro_batch
+            if failed <= 1:
+                raise TrialDoesNotFit(f"{self.spec.label()} ran out of GPU memory at one image per "
+                                      "micro-batch; use a smaller width or image size") from None
+        self._restore(start_state)
+        self.micro_batch = max(1, failed // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(f"note: {self.spec.label()}: out of GPU memory at micro-batch {failed}; "
+              f"retrying epoch {self.epoch + 1} at {self.micro_batch}", flush=True)
+        try:
+            return self._train_epoch(split)
+        except torch.OutOfMemoryError:
+            raise TrialDoesNotFit(f"{self.spec.label()} ran out of GPU memory at micro-batch {failed} "
+                                  f"and again at {self.micro_batch}; lower search.batch_sizes or "
+                                  "train.memory_budget_gb") from None
+
+    def _train_epoch(self, split: Split) -> dict:
         """One pass over ``split`` in a seeded random order with seeded augmentation."""
         from data_io import random_augment
 
@@ -116,16 +159,34 @@ class Trainer:
         for idx in np.array_split(order, max(1, -(-len(order) // self.spec.batch_size))):
             x, y = self._batch(split, np.sort(idx))
             x = random_augment(x, augment_gen, rotate=self.spec.rotate, flip=self.spec.flip)
-            with self._autocast():
-                loss = self._loss(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total += self.accumulate_gradients(x, y)
             self.optimizer.step()
-            total += float(loss.detach()) * len(idx)
             seen += len(idx)
         self.recalibrate_batchnorm(split)
         self.epoch += 1
-        return {"train_loss": total / seen, "train_images_per_s": seen / (time.perf_counter() - start)}
+        return {"train_loss": total / seen, "train_images_per_s": seen / (time.perf_counter() - start),
+                **self.plan.summary(), "micro_batch": self.micro_batch}
+
+    def accumulate_gradients(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Add to ``.grad`` the gradient of the batch's mean loss, ``micro_batch`` images at a time.
+
+        Each micro-batch's mean loss is weighted by its share of the batch, so the sum is the
+        gradient of the whole batch's mean loss (batch norm aside: it sees each micro-batch's
+        statistics). Returns the summed loss over the batch's images.
+        """
+        if self.plan.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        total = 0.0
+        for lo in range(0, len(y), self.micro_batch):
+            xs, ys = x[lo:lo + self.micro_batch], y[lo:lo + self.micro_batch]
+            if self.oom_hook is not None:
+                self.oom_hook(len(ys))
+            with self._autocast():
+                loss = self._loss(self.model(xs), ys)
+            (loss * (len(ys) / len(y))).backward()
+            total += float(loss.detach()) * len(ys)
+        return total
 
     @torch.no_grad()
     def recalibrate_batchnorm(self, split: Split) -> None:
@@ -146,8 +207,9 @@ class Trainer:
             m.momentum = None   # cumulative average over the batches below
         self.model.train()
         picked = np.unique(np.linspace(0, len(split) - 1, min(len(split), RECALIBRATION_IMAGES)).astype(int))
-        for lo in range(0, len(picked), self.spec.batch_size):
-            idx = picked[lo:lo + self.spec.batch_size]
+        chunk = min(self.spec.batch_size, self.plan.eval_batch)
+        for lo in range(0, len(picked), chunk):
+            idx = picked[lo:lo + chunk]
             if len(idx) < 2:
                 continue
             with self._autocast():
@@ -156,12 +218,15 @@ class Trainer:
             m.momentum = momentum
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities ``[N, C]`` of images ``[N, H, W]`` in eval mode."""
+        batch_size = batch_size or self.plan.eval_batch
         self.model.eval()
         out = []
         for lo in range(0, len(images), batch_size):
             x = self.preprocess.batch(np.asarray(images[lo:lo + batch_size])).to(self.device)
+            if self.plan.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 out.append(probabilities(self.model(x)).cpu())
         return torch.cat(out).numpy()
@@ -221,9 +286,20 @@ class Trainer:
         return gen
 
     def _autocast(self):
-        if self.spec.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.plan.autocast is not None:
+            return torch.autocast(self.device.type, dtype=self.plan.autocast)
         return nullcontext()
+
+    def _snapshot(self) -> bytes:
+        """Model and optimiser state (on the CPU) to restart an epoch from."""
+        buffer = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, buffer)
+        return buffer.getvalue()
+
+    def _restore(self, snapshot: bytes) -> None:
+        state = torch.load(io.BytesIO(snapshot), map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -51,11 +51,13 @@ def describe(search: SearchConfig) -> dict:
 
 def run_spec(sampled: dict, config: StudyConfig) -> RunSpec:
     """Combine one trial's sampled values with the study's fixed settings."""
-    d, t = config.data, config.train
+    d, t, share = config.data, config.train, config.tune.gpus_per_trial
     return RunSpec(
         model=sampled["model"], width=float(sampled.get("width", 1.0)), lr=float(sampled["lr"]),
         weight_decay=float(sampled["weight_decay"]), batch_size=int(sampled["batch_size"]),
         max_epochs=t.max_epochs, seed=config.seed, optimizer=t.optimizer, head=t.head,
         width_mode=t.width_mode, image_size=d.image_size, crop_fraction=d.crop_fraction,
-        rotate=d.rotate, flip=d.flip, amp=t.amp,
+        rotate=d.rotate, flip=d.flip, amp=t.amp, memory=t.memory,
+        memory_budget_gb=t.memory_budget_gb, channels_last=t.channels_last,
+        gpu_share=share if 0 < share < 1 else 1.0,
     )

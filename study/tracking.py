@@ -105,7 +105,7 @@ def numeric_metrics(result: dict) -> dict[str, float]:
     """The per-epoch numbers of a Tune result worth plotting (train/val metrics and epoch)."""
     return {
         k: float(v) for k, v in result.items()
-        if (k.startswith(("val_", "train_")) or k == "epoch")
+        if (k.startswith(("val_", "train_", "memory_")) or k in ("epoch", "micro_batch"))
         and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
@@ -157,7 +157,8 @@ class MlflowTrialLogger(Callback):
         self._send({"op": "end", "trial": trial.trial_id, "status": status, "run_status": "FINISHED"})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._send({"op": "end", "trial": trial.trial_id, "status": "failed", "run_status": "FAILED"})
+        self._send({"op": "end", "trial": trial.trial_id, "status": "failed", "run_status": "FAILED",
+                    "reason": failure_reason(trial)})
 
     def on_experiment_end(self, trials, **info):
         self.flush()
@@ -222,6 +223,8 @@ class MlflowTrialLogger(Callback):
             run_id = self._run_id(op["trial"], None)
             if run_id and op["trial"] not in self._final:   # a restored trial ends once, not twice
                 self.client.set_tag(run_id, "status", op["status"])
+                if op.get("reason"):
+                    self.client.set_tag(run_id, "failure_reason", op["reason"])
                 self.client.set_terminated(run_id, status=op["run_status"])
                 if op["status"] in FINAL_STATUSES:
                     self._final.add(op["trial"])
@@ -289,6 +292,19 @@ class MlflowTrialLogger(Callback):
                 nodes.append(op["node"])
                 self.client.set_tag(run_id, "nodes", ",".join(nodes))
         self._logged[trial_id] = epoch
+
+
+def failure_reason(trial) -> str:
+    """The last line of a failed trial's error (``Type: message``, module path dropped)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:   # the error file is not readable (storage gone): no reason rather than a crash
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return "unknown error (see the trial's error.txt)"
+    kind, colon, message = lines[-1].partition(": ")
+    return (f"{kind.rsplit('.', 1)[-1]}: {message}" if colon else lines[-1])[:500]
 
 
 def _plain(config: dict) -> dict:
