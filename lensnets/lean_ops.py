@@ -6,7 +6,7 @@ the stock operations compute in forward, and the same gradients.
 - :class:`BatchNormReLU`: ``relu(batch_norm(z))`` in training. Stock autograd keeps ``z`` for batch
   norm's backward and the ReLU output for ReLU's: two tensors of the map's size. This keeps ``z``
   (and the per-channel batch mean and inverse std) only; the ReLU mask is recomputed from ``z`` in
-  backward and applied to the incoming gradient in place. Forward and backward call ATen's own batch-norm kernels, so running statistics and
+  backward, and the gradient is computed in the incoming gradient's buffer. Forward and backward call ATen's own batch-norm kernels, so running statistics and
   gradients are those of ``torch.nn.BatchNorm3d`` followed by ``ReLU``.
 - :class:`FixedFilterConv`: a convolution with a frozen filter (the Gaussian anti-aliasing pools).
   Stock autograd keeps the input for the filter's gradient even when the filter needs none; its
@@ -14,8 +14,30 @@ the stock operations compute in forward, and the same gradients.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
+
+_STATE = threading.local()
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+@contextmanager
+def recomputing():
+    """Marks a checkpoint's recomputation: :class:`BatchNormReLU` then keeps what backward needs
+    but returns a stand-in output (nothing downstream in the segment keeps it) instead of
+    computing the map again."""
+    previous = getattr(_STATE, "recomputing", False)
+    _STATE.recomputing = True
+    try:
+        yield
+    finally:
+        _STATE.recomputing = previous
 
 
 class BatchNormReLU(torch.autograd.Function):
@@ -23,28 +45,54 @@ class BatchNormReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps):
+        ctx.eps = eps
+        if getattr(_STATE, "recomputing", False):
+            dims = [d for d in range(z.dim()) if d != 1]
+            var, mean = torch.var_mean(z.float(), dims, correction=0)   # float32, as ATen saves them
+            ctx.save_for_backward(z, weight, bias, mean, torch.rsqrt(var + eps))
+            return z.new_zeros(()).expand_as(z)
         out, mean, invstd = torch.ops.aten.native_batch_norm(
             z, weight, bias, running_mean, running_var, True, momentum, eps)
         out.relu_()
         ctx.save_for_backward(z, weight, bias, mean, invstd)
-        ctx.eps = eps
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        """With g the gradient masked by the ReLU, xhat = (z - mu) invstd and means over a channel:
+
+            dz = gamma invstd (g - mean(g) - xhat mean(g xhat)),   dgamma = sum(g xhat),   dbeta = sum(g)
+
+        computed into g's own buffer when it is a fresh dense tensor (no map-sized temporary)."""
         z, weight, bias, mean, invstd = ctx.saved_tensors
         shape = [1, -1] + [1] * (z.dim() - 2)
-        scale = (invstd * weight).view(shape)
-        shift = (bias - mean * invstd * weight).view(shape)
-        active = torch.addcmul(shift, z, scale) > 0
-        if grad_out.is_contiguous() and grad_out.shape == z.shape:
-            grad = grad_out.mul_(active)     # a fresh gradient no one else reads: mask it in place
-        else:
-            grad = torch.where(active, grad_out, 0)
-        del active
-        grad_z, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-            grad, z, weight, None, None, mean, invstd, True, ctx.eps, [True, True, True])
-        return grad_z, grad_w, grad_b, None, None, None, None
+        scale, shift = invstd * weight, bias - mean * invstd * weight
+        in_place = grad_out.is_contiguous() and grad_out.shape == z.shape
+        g = grad_out if in_place else grad_out.contiguous().clone()
+        sum_g, sum_gz = _mask_and_sum(g, z, scale.view(shape), shift.view(shape))
+        count = z.numel() // z.shape[1]
+        mean_gxhat = invstd * (sum_gz - mean * sum_g) / count          # mean(g xhat)
+        grad_w, grad_b = mean_gxhat * count, sum_g
+        a = scale
+        b = -scale * invstd * mean_gxhat
+        c = -scale * sum_g / count - b * mean
+        grad_z = g.mul_(a.view(shape).to(g.dtype)).addcmul_(z, b.view(shape).to(g.dtype))
+        grad_z.add_(c.view(shape).to(g.dtype))
+        return grad_z, grad_w.to(weight.dtype), grad_b.to(weight.dtype), None, None, None, None
+
+
+def _mask_and_sum(g, z, scale, shift):
+    """Zero g where the ReLU was off (z scale + shift <= 0), in place, one image at a time (so
+    temporaries stay one image's size); return the per-channel (dim 1) float32 sums of g and g z."""
+    dims = [d for d in range(g.dim()) if d != 1]
+    sum_g = torch.zeros(z.shape[1], dtype=torch.float32, device=z.device)
+    sum_gz = torch.zeros_like(sum_g)
+    for i in range(g.shape[0]):
+        gi, zi = g[i:i + 1], z[i:i + 1]
+        gi.mul_(torch.addcmul(shift, zi, scale) > 0)
+        sum_g += gi.sum(dims, dtype=torch.float32)
+        sum_gz += (gi * zi).sum(dims, dtype=torch.float32)
+    return sum_g, sum_gz
 
 
 def batch_norm_relu(z: torch.Tensor, norm: torch.nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
@@ -69,6 +117,11 @@ class FixedFilterConv(torch.autograd.Function):
     def forward(ctx, x, weight, stride, padding, groups):
         ctx.save_for_backward(weight)
         ctx.conf = (x.shape, stride, padding, groups)
+        if getattr(_STATE, "recomputing", False):   # backward needs only the filter
+            b, c, h, w = x.shape
+            k, (s0, s1), (p0, p1) = weight.shape[-1], _pair(stride), _pair(padding)
+            shape = (b, c, (h + 2 * p0 - k) // s0 + 1, (w + 2 * p1 - k) // s1 + 1)
+            return x.new_zeros(()).expand(shape)
         return F.conv2d(x, weight, stride=stride, padding=padding, groups=groups)
 
     @staticmethod

@@ -45,6 +45,7 @@ from .config import (GROUP_SPECS, MEMORY_MODES, POOL_AFTER, POOL_SIGMA, SEED_KER
                      SEED_PADDINGS, ModelConfig)
 from .layers import (ExportableMaskModule, ExportablePointwiseAvgPoolAntialiased,
                      FastGroupPooling, FastInnerBatchNorm, FieldMaxPool, LeanR2Conv)
+from .lean_ops import recomputing
 from .plain import build_head
 
 e2cnn_compat.install()
@@ -131,8 +132,14 @@ def frozen_running_stats(modules):
             m.num_batches_tracked.copy_(count)
 
 
+@contextmanager
+def _recomputation(modules):
+    with frozen_running_stats(modules), recomputing():
+        yield
+
+
 def _recompute_contexts(modules):
-    return nullcontext(), frozen_running_stats(modules)
+    return nullcontext(), _recomputation(modules)
 
 
 class SteerableCNN(torch.nn.Module):
