@@ -44,15 +44,16 @@ class BatchNormReLU(torch.autograd.Function):
     """y = max(0, (z - mu) / sqrt(var + eps) * gamma + beta), batch statistics over all dims but 1."""
 
     @staticmethod
-    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps):
+    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps, memo):
         ctx.eps = eps
         if getattr(_STATE, "recomputing", False):
-            dims = [d for d in range(z.dim()) if d != 1]
-            var, mean = torch.var_mean(z.float(), dims, correction=0)   # float32, as ATen saves them
-            ctx.save_for_backward(z, weight, bias, mean, torch.rsqrt(var + eps))
+            mean, var = _channel_moments(z)
+            dtype = memo.get("stat_dtype", torch.float32)   # what ATen saved in the first forward
+            ctx.save_for_backward(z, weight, bias, mean.to(dtype), torch.rsqrt(var + eps).to(dtype))
             return z.new_zeros(()).expand_as(z)
         out, mean, invstd = torch.ops.aten.native_batch_norm(
             z, weight, bias, running_mean, running_var, True, momentum, eps)
+        memo["stat_dtype"] = mean.dtype
         out.relu_()
         ctx.save_for_backward(z, weight, bias, mean, invstd)
         return out
@@ -66,6 +67,7 @@ class BatchNormReLU(torch.autograd.Function):
         computed into g's own buffer when it is a fresh dense tensor (no map-sized temporary)."""
         z, weight, bias, mean, invstd = ctx.saved_tensors
         shape = [1, -1] + [1] * (z.dim() - 2)
+        mean, invstd = mean.float(), invstd.float()
         scale, shift = invstd * weight, bias - mean * invstd * weight
         in_place = grad_out.is_contiguous() and grad_out.shape == z.shape
         g = grad_out if in_place else grad_out.contiguous().clone()
@@ -78,7 +80,17 @@ class BatchNormReLU(torch.autograd.Function):
         c = -scale * sum_g / count - b * mean
         grad_z = g.mul_(a.view(shape).to(g.dtype)).addcmul_(z, b.view(shape).to(g.dtype))
         grad_z.add_(c.view(shape).to(g.dtype))
-        return grad_z, grad_w.to(weight.dtype), grad_b.to(weight.dtype), None, None, None, None
+        return grad_z, grad_w.to(weight.dtype), grad_b.to(weight.dtype), None, None, None, None, None
+
+
+def _channel_moments(z: torch.Tensor):
+    """Per-channel (dim 1) float32 mean and biased variance of z, one image at a time."""
+    dims = [d for d in range(z.dim()) if d != 1]
+    count = z.numel() // z.shape[1]
+    mean = sum(z[i:i + 1].sum(dims, dtype=torch.float32) for i in range(z.shape[0])) / count
+    centre = mean.view([1, -1] + [1] * (z.dim() - 2))
+    var = sum((z[i:i + 1].float() - centre).square_().sum(dims) for i in range(z.shape[0])) / count
+    return mean, var
 
 
 def _mask_and_sum(g, z, scale, shift):
@@ -106,8 +118,9 @@ def batch_norm_relu(z: torch.Tensor, norm: torch.nn.modules.batchnorm._BatchNorm
         norm.num_batches_tracked.add_(1)
         if norm.momentum is None:
             momentum = 1.0 / float(norm.num_batches_tracked)
+    memo = norm.__dict__.setdefault("_lean_memo", {})
     return BatchNormReLU.apply(z, norm.weight, norm.bias, norm.running_mean, norm.running_var,
-                               momentum, norm.eps)
+                               momentum, norm.eps, memo)
 
 
 class FixedFilterConv(torch.autograd.Function):

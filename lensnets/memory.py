@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_flatten
 from .factory import set_memory_mode
 
 MIB = 2 ** 20
+GIB = 2 ** 30
 
 
 class LiveBytes(TorchDispatchMode):
