@@ -200,10 +200,16 @@ def measure_cuda_step(model: torch.nn.Module, batch: int, *, memory_mode: str = 
 
 
 def estimate_train_memory(model: torch.nn.Module, *, memory_mode: str = "plain",
-                          autocast_dtype: torch.dtype | None = None,
-                          channels_last: bool = False) -> MemoryEstimate:
-    """The peak as a line in the batch size, from fake steps at 1 and 2 images."""
-    one, two = (measure_train_step(model, b, memory_mode=memory_mode, autocast_dtype=autocast_dtype,
-                                   channels_last=channels_last).peak for b in (1, 2))
-    per_image = max(1, two - one)
-    return MemoryEstimate(fixed=max(0, one - per_image), per_image=per_image)
+                          autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
+                          batches: tuple[int, int] = (1, 8)) -> MemoryEstimate:
+    """The peak as the line through fake steps at two batch sizes (1 and 8 images by default).
+
+    The true peak is close to linear but not exactly (where the high-water mark falls can move
+    between layers as the batch grows), so callers that must fit check the size they pick with
+    :func:`measure_train_step` (``study.memory_plan`` does).
+    """
+    low, high = sorted(batches)
+    a, b = (measure_train_step(model, n, memory_mode=memory_mode, autocast_dtype=autocast_dtype,
+                               channels_last=channels_last).peak for n in (low, high))
+    per_image = max(1, math.ceil((b - a) / max(1, high - low)))
+    return MemoryEstimate(fixed=max(0, a - low * per_image), per_image=per_image)

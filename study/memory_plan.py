@@ -1,7 +1,7 @@
 """How a trial fits its device: memory mode, precision, layout and micro-batch size.
 
-Before a trial trains, :func:`plan_memory` estimates its peak step memory as a line in the batch
-size (``lensnets.memory``: fake-tensor steps, no compute) and compares it with the trial's budget:
+Before a trial trains, :func:`plan_memory` measures its peak step memory on fake tensors
+(``lensnets.memory``: the allocations of a real step, no compute) and compares it with the budget:
 ``train.memory_budget_gb`` if set, else on CUDA the free memory of the GPU (at most the trial's
 share of it when ``tune.gpus_per_trial`` < 1, so packed trials stay within their fractions), with
 10% kept back for the allocator and cuDNN workspaces; on CPU there is no limit unless one is set.
@@ -80,7 +80,7 @@ def device_budget(device: torch.device, budget_gb: float | None, gpu_share: floa
 
 
 def equal_micro_batch(batch: int, capacity: int) -> int:
-    """The size of ceil(batch / capacity) equal micro-batches (the last may be smaller)."""
+    """The size of ceil(batch / capacity) equal micro-batches (the last may be smaller); <= capacity."""
     steps = math.ceil(batch / max(1, min(batch, capacity)))
     return math.ceil(batch / steps)
 
@@ -89,20 +89,27 @@ def plan_memory(model: torch.nn.Module, label: str, batch: int, *, memory: str, 
                 channels_last: bool | None, device: torch.device, budget_gb: float | None = None,
                 gpu_share: float = 1.0) -> MemoryPlan:
     """Choose memory mode, precision, layout and micro-batch for training ``model`` at ``batch``."""
-    from lensnets.memory import estimate_train_memory
+    from lensnets.memory import estimate_train_memory, measure_train_step
 
     mode, dtype = resolve_memory_mode(memory, device), autocast_dtype(amp, device)
     layout = resolve_channels_last(channels_last, device)
     budget = device_budget(device, budget_gb, gpu_share)
     if budget is None:
         return MemoryPlan(mode, dtype, layout, batch, MAX_EVAL_BATCH)
-    estimate = estimate_train_memory(model, memory_mode=mode, autocast_dtype=dtype, channels_last=layout)
-    capacity = estimate.largest_batch(budget)
-    if capacity < 1:
-        raise TrialDoesNotFit(
-            f"{label} needs {estimate.peak(1) / GIB:.2f} GiB for a step on one image ({mode} memory), "
-            f"more than its {budget / GIB:.2f} GiB budget; use a smaller width or image size, a "
-            "larger GPU share (tune.gpus_per_trial), or raise train.memory_budget_gb")
-    micro = equal_micro_batch(batch, capacity)
-    return MemoryPlan(mode, dtype, layout, micro, min(MAX_EVAL_BATCH, max(1, 2 * capacity)),
-                      budget, estimate.peak(micro))
+    peak = lambda n: measure_train_step(model, n, memory_mode=mode, autocast_dtype=dtype,  # noqa: E731
+                                        channels_last=layout).peak
+    micro, used = batch, peak(batch)
+    if used > budget:   # guess from the line through 1 and `batch` images, then check the guess
+        estimate = estimate_train_memory(model, memory_mode=mode, autocast_dtype=dtype,
+                                         channels_last=layout, batches=(1, max(2, batch)))
+        micro = equal_micro_batch(batch, estimate.largest_batch(budget))
+        used = peak(micro)
+        while used > budget and micro > 1:
+            micro = equal_micro_batch(batch, micro - 1)
+            used = peak(micro)
+        if used > budget:
+            raise TrialDoesNotFit(
+                f"{label} needs {used / GIB:.3f} GiB for a step on one image ({mode} memory), "
+                f"more than its {budget / GIB:.3f} GiB budget; use a smaller width or image size, "
+                "a larger GPU share (tune.gpus_per_trial), or raise train.memory_budget_gb")
+    return MemoryPlan(mode, dtype, layout, micro, min(MAX_EVAL_BATCH, 2 * micro), budget, used)

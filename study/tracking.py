@@ -296,8 +296,9 @@ class MlflowTrialLogger(Callback):
 
 def failure_reason(trial) -> str:
     """The last line of a failed trial's error (``Type: message``, module path dropped)."""
-    try:
-        text = trial.get_error() or ""
+    try:   # Tune writes error.txt locally first (trial.error_file) and syncs it to storage later
+        path = trial.error_file
+        text = Path(path).read_text() if path and Path(path).exists() else (trial.get_error() or "")
     except Exception:   # the error file is not readable (storage gone): no reason rather than a crash
         text = ""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
