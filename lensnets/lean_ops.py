@@ -83,24 +83,34 @@ class BatchNormReLU(torch.autograd.Function):
         return grad_z, grad_w.to(weight.dtype), grad_b.to(weight.dtype), None, None, None, None, None
 
 
+CHUNKS = 16   # temporaries of the backward are 1/CHUNKS of a map (and at most one image's rows)
+
+
+def _row_chunks(n: int) -> list[slice]:
+    """Dim-0 slices of about n / CHUNKS rows: images (NCHW view) or pixels (channels_last view)."""
+    step = max(1, -(-n // CHUNKS))
+    return [slice(i, i + step) for i in range(0, n, step)]
+
+
 def _channel_moments(z: torch.Tensor):
-    """Per-channel (dim 1) float32 mean and biased variance of z, one image at a time."""
+    """Per-channel (dim 1) float32 mean and biased variance of z, a chunk of rows at a time."""
     dims = [d for d in range(z.dim()) if d != 1]
     count = z.numel() // z.shape[1]
-    mean = sum(z[i:i + 1].sum(dims, dtype=torch.float32) for i in range(z.shape[0])) / count
+    chunks = _row_chunks(z.shape[0])
+    mean = sum(z[c].sum(dims, dtype=torch.float32) for c in chunks) / count
     centre = mean.view([1, -1] + [1] * (z.dim() - 2))
-    var = sum((z[i:i + 1].float() - centre).square_().sum(dims) for i in range(z.shape[0])) / count
+    var = sum((z[c].float() - centre).square_().sum(dims) for c in chunks) / count
     return mean, var
 
 
 def _mask_and_sum(g, z, scale, shift):
-    """Zero g where the ReLU was off (z scale + shift <= 0), in place, one image at a time (so
-    temporaries stay one image's size); return the per-channel (dim 1) float32 sums of g and g z."""
+    """Zero g where the ReLU was off (z scale + shift <= 0), in place, a chunk of rows at a time
+    (so temporaries stay small); return the per-channel (dim 1) float32 sums of g and g z."""
     dims = [d for d in range(g.dim()) if d != 1]
     sum_g = torch.zeros(z.shape[1], dtype=torch.float32, device=z.device)
     sum_gz = torch.zeros_like(sum_g)
-    for i in range(g.shape[0]):
-        gi, zi = g[i:i + 1], z[i:i + 1]
+    for rows in _row_chunks(g.shape[0]):
+        gi, zi = g[rows], z[rows]
         gi.mul_(torch.addcmul(shift, zi, scale) > 0)
         sum_g += gi.sum(dims, dtype=torch.float32)
         sum_gz += (gi * zi).sum(dims, dtype=torch.float32)

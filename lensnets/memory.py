@@ -105,9 +105,14 @@ class MemoryEstimate:
         return max(0, math.floor((budget_bytes - self.fixed) / max(1, self.per_image)))
 
 
-def _fake_copy(model: torch.nn.Module, mode) -> torch.nn.Module:
-    """A copy of ``model`` whose parameters and buffers are fake tensors of the same shapes."""
+def _working_copy(model: torch.nn.Module, mode, channels_last: bool) -> torch.nn.Module:
+    """A copy of ``model`` (channels_last if asked) whose parameters and buffers are fake tensors
+    of the same shapes and strides when ``mode`` is a FakeTensorMode, real copies otherwise."""
     fake = copy.deepcopy(model)
+    if channels_last:
+        fake = fake.to(memory_format=torch.channels_last)
+    if mode is None:
+        return fake
     for module in fake.modules():
         for name, param in list(module._parameters.items()):
             if param is not None:
@@ -157,10 +162,7 @@ def measure_train_step(model: torch.nn.Module, batch: int, *, memory_mode: str =
 
     device = next(model.parameters()).device
     mode = FakeTensorMode() if fake else None
-    work = _fake_copy(model, mode) if fake else copy.deepcopy(model)
-    set_memory_mode(work.train(), memory_mode)
-    if channels_last:
-        work = work.to(memory_format=torch.channels_last)
+    work = set_memory_mode(_working_copy(model, mode, channels_last).train(), memory_mode)
     params = [p for p in work.parameters()]
     tracker = LiveBytes()
     with (mode or nullcontext()):

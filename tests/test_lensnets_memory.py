@@ -94,3 +94,14 @@ def test_lean_mode_halves_the_seed_networks_activation_memory(precision):
     lean = measure_train_step(model, 4, memory_mode="lean", autocast_dtype=precision)
     assert lean.activations <= 0.5 * plain.activations, (lean.activations, plain.activations)
     assert (lean.params, lean.grads, lean.optimizer) == (plain.params, plain.grads, plain.optimizer)
+
+
+def test_lean_mode_in_channels_last_gives_the_plain_gradients():
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(name="D4", width=0.25, input_size=SIZE)).train()
+    lean = set_memory_mode(copy.deepcopy(model), "lean").to(memory_format=torch.channels_last)
+    x, y = torch.randn(3, 1, SIZE, SIZE), torch.randint(0, 3, (3,))
+    plain_grads, _ = _grads_and_stats(model, x, y)
+    lean_grads, _ = _grads_and_stats(lean, x.contiguous(memory_format=torch.channels_last), y)
+    for a, b in zip(plain_grads, lean_grads):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max().clamp_min(1e-12)

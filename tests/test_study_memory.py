@@ -1,6 +1,7 @@
 """No trial dies of memory: lean/plain equivalence in the engine, micro-batches, OOM retries."""
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -167,3 +168,38 @@ def test_studies_on_a_tiny_budget_micro_batch_or_fail_with_a_reason(tiny_dataset
     assert run.data.tags["status"] == "failed"
     assert run.data.tags["failure_reason"].startswith("TrialDoesNotFit: ")
     assert "budget" in run.data.tags["failure_reason"]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@needs_cuda
+def test_cuda_trainer_runs_lean_bf16_within_its_estimate(splits):
+    """On CUDA the plan picks lean memory and bf16 autocast; the real peak stays near the estimate."""
+    train, val = splits
+    trainer = Trainer(spec(max_epochs=1, memory_budget_gb=4.0), CLASSES, device="cuda")
+    assert trainer.plan.memory_mode == "lean" and trainer.plan.autocast == torch.bfloat16
+    assert trainer.plan.channels_last
+    torch.cuda.reset_peak_memory_stats()
+    record = fit(trainer, train, val, until_epoch=1)[-1]
+    assert 0.0 <= record["val_auc_micro"] <= 1.0 and record["micro_batch"] == 16
+    real = torch.cuda.max_memory_allocated()
+    print(f"FIGURES cuda peak {real / 2**20:.1f} MiB, estimate {trainer.plan.peak_bytes / 2**20:.1f} MiB")
+    assert real <= 2.0 * trainer.plan.peak_bytes + 64 * 2 ** 20
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", ["plain", "lean"])
+def test_cuda_lean_and_plain_steps_agree(mode):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="C8", width=0.25, input_size=65)).cuda().train()
+    from lensnets import set_memory_mode
+
+    x, y = torch.randn(4, 1, 65, 65, device="cuda"), torch.randint(0, 3, (4,), device="cuda")
+    grads = {}
+    for m in ("plain", mode):
+        clone = set_memory_mode(copy.deepcopy(model), m)
+        torch.nn.functional.cross_entropy(clone(x), y).backward()
+        grads[m] = [p.grad for p in clone.parameters()]
+    for a, b in zip(grads["plain"], grads[mode]):
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max().clamp_min(1e-12)
