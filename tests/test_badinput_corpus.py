@@ -219,6 +219,8 @@ CASES = {
     "unknown_group": override("search.groups=[C5]", "C5", "choose from"),
     "impossible_cpus": override("tune.cpus_per_trial=64", "tune.cpus_per_trial", "lower it"),
     "impossible_gpus": override("tune.gpus_per_trial=1", "tune.gpus_per_trial", "lower it"),
+    "unknown_memory_mode": override("train.memory=tiny", "train.memory", "lean"),
+    "negative_memory_budget": override("train.memory_budget_gb=-1", "train.memory_budget_gb", "positive"),
     "yaml_syntax": config_file("tune: [unclosed\n", "fix its syntax"),
     "yaml_not_mapping": config_file("- a\n- b\n", "mapping"),
     "yaml_duplicate_key": config_file("tune:\n  trials: 2\ntune:\n  trials: 3\n", "tune", "once"),
@@ -232,6 +234,7 @@ CASES = {
     "simulate_zero_images": argv("simulate", "--per-class", "0", "--out", "{tmp}/out",
                                  needles=["0", ">= 1"]),
     "inspect_missing": argv("inspect", "{tmp}/nowhere", needles=["nowhere", "simulate"]),
+    "models_memory_zero_batch": argv("models", "--memory", "--batch", "0", needles=["--batch", "positive"]),
     "evaluate_missing_model": argv("evaluate", "--model", "{tmp}/none.pt", "--data", "{data}",
                                    needles=["none.pt", "models:/"]),
 }
