@@ -127,6 +127,8 @@ class Trainer:
 
     def train_epoch(self, split: Split) -> dict:
         """One pass over ``split``; on a CUDA out-of-memory error, once more at half the micro-batch."""
+        if self.device.type != "cuda" and self.oom_hook is None:   # no out-of-memory errors to expect
+            return self._train_epoch(split)
         start_state = self._snapshot()
         try:
             return self._train_epoch(split)
