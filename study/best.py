@@ -17,7 +17,6 @@ import yaml
 from common.errors import UsageError
 from study.config import StudyConfig, config_from_dict
 
-FINISHED = ("completed", "pruned")
 
 
 @dataclass
@@ -93,15 +92,13 @@ def _study_config(client, parent_run_id: str, name: str) -> StudyConfig:
 
 
 def best_finished_trial(client, experiment_id: str, parent_run_id: str, config: StudyConfig) -> dict | None:
-    """The finished (completed or ASHA-pruned) trial with the best ``best_<metric>``, honouring mode."""
-    from study.leaderboard import collect_trials
+    """The study's winner by :func:`study.leaderboard.best_trial` (the rule the leaderboard uses)."""
+    from study.leaderboard import best_trial, collect_trials, rung_epochs
 
-    trials = collect_trials(client, experiment_id, parent_run_id, config.tune.metric)
-    trials = trials[trials.status.isin(FINISHED)].dropna(subset=["best"])
-    if trials.empty:
-        return None
-    trials = trials.sort_values("best", ascending=config.tune.mode == "min", kind="stable")
-    return trials.iloc[0].to_dict()
+    t = config.tune
+    rungs = rung_epochs(t.grace_period, t.reduction_factor, config.train.max_epochs)
+    trials = collect_trials(client, experiment_id, parent_run_id, t.metric, t.mode, rungs)
+    return best_trial(trials, t.mode)
 
 
 def trial_metric_at(client, run_id: str, metric: str, epoch: int) -> float:

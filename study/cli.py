@@ -45,16 +45,18 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def print_summary(outcome) -> None:
-    from study.leaderboard import by_group, markdown
+    from study.leaderboard import MATCHED_NOTE, by_group, markdown, matched_order, rung_columns
 
     config, trials = outcome.config, outcome.trials
-    metric = config.tune.metric
-    shown = trials[["trial", "status", "epochs", "best"]].rename(columns={"best": f"best {metric}"})
+    metric, mode = config.tune.metric, config.tune.mode
+    rungs = rung_columns(trials)
+    shown = matched_order(trials, mode)[["trial", "status", "epochs", *rungs]]
     print(f"\nStudy {config.name!r}: {len(trials)} trials "
           f"({(trials.status == 'completed').sum()} completed, {(trials.status == 'pruned').sum()} pruned "
           f"by ASHA, {(trials.status == 'failed').sum()} failed)\n")
+    print(MATCHED_NOTE.format(metric=metric) + "\n")
     print(markdown(shown.head(15)))
-    print(markdown(by_group(trials).rename(columns={"best": f"best {metric}"})))
+    print(markdown(by_group(trials, mode)))
     from study.tracking import redact
 
     uri = redact(config.mlflow.tracking_uri)

@@ -2,6 +2,11 @@
 
 MLflow is the record of the study: the leaderboard is read back from the child runs (one per
 trial, whatever node or driver wrote it), so a resumed study counts every trial exactly once.
+
+Matched budgets: ASHA stops most trials early, and a score after 2 epochs cannot be set beside
+one after 8. Every table therefore reports scores per rung (``<metric>_at_<r>``: the best value
+within the first ``r`` epochs, for trials that trained ``r`` epochs; empty for a trial stopped
+before), and ranks groups and trials by the deepest rung first, then by the score there.
 """
 from __future__ import annotations
 
@@ -18,11 +23,38 @@ LEADERBOARD_COLUMNS = ["trial", "model", "width", "lr", "weight_decay", "batch_s
                        "epochs", "best", "node", "trial_id", "run_id"]
 
 
-def collect_trials(client, experiment_id: str, parent_run_id: str, metric: str, mode: str = "max") -> pd.DataFrame:
-    """One row per trial: sampled values, status, epochs run and the best ``metric`` reached."""
+def rung_epochs(grace_period: int, reduction_factor: int, max_epochs: int) -> list[int]:
+    """ASHA's rungs: ``g, g eta, g eta^2, ...`` below ``max_epochs``, then ``max_epochs`` itself."""
+    rungs, epoch = [], grace_period
+    while epoch < max_epochs:
+        rungs.append(epoch)
+        epoch *= reduction_factor
+    return rungs + [max_epochs]
+
+
+def rung_column(metric: str, rung: int) -> str:
+    return f"{metric.removeprefix('val_')}_at_{rung}"
+
+
+def scores_at_rungs(history: list[tuple[int, float]], rungs: list[int], mode: str) -> dict[int, float]:
+    """Best value within the first r epochs, for each rung r the trial reached (``(epoch, value)``)."""
+    best = max if mode == "max" else min
+    reached = max((epoch for epoch, _ in history), default=0)
+    return {r: best(v for e, v in history if e <= r) for r in rungs
+            if r <= reached and any(e <= r for e, _ in history)}
+
+
+def collect_trials(client, experiment_id: str, parent_run_id: str, metric: str, mode: str = "max",
+                   rungs: list[int] = ()) -> pd.DataFrame:
+    """One row per trial: sampled values, status, epochs run, the best ``metric`` reached and,
+    for each of ``rungs``, the best ``metric`` within that many epochs (see the module docstring)."""
     rows = []
     for run in child_runs(client, experiment_id, parent_run_id):
         p, m, tags = run.data.params, run.data.metrics, run.data.tags
+        at = {}
+        if rungs:
+            history = [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, metric)]
+            at = scores_at_rungs(history, list(rungs), mode)
         rows.append({
             "trial": run.info.run_name,
             **{k: _number(p.get(k)) for k in SPEC_PARAMS},
@@ -32,32 +64,66 @@ def collect_trials(client, experiment_id: str, parent_run_id: str, metric: str, 
             "node": tags.get("node", ""),
             "trial_id": tags.get(TRIAL_TAG, ""),
             "run_id": run.info.run_id,
+            **{rung_column(metric, r): at.get(r, math.nan) for r in rungs},
         })
-    df = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+    columns = LEADERBOARD_COLUMNS + [rung_column(metric, r) for r in rungs]
+    df = pd.DataFrame(rows, columns=columns)
     return df.sort_values("best", ascending=(mode == "min"), na_position="last").reset_index(drop=True)
 
 
-def by_group(trials: pd.DataFrame) -> pd.DataFrame:
-    """The seeds' table: for each model, the best score of its trials and which trial got it.
+def rung_columns(trials: pd.DataFrame) -> list[str]:
+    """The ``*_at_<r>`` columns of a leaderboard, shallowest rung first."""
+    return sorted((c for c in trials.columns if "_at_" in c), key=lambda c: int(c.rsplit("_", 1)[1]))
 
-    ``trials`` comes sorted best-first (see :func:`collect_trials`), so the first row of each
-    model is its best.
+
+def matched_order(trials: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
+    """Trials ranked by the deepest rung they reached, then by their score at that rung."""
+    columns = rung_columns(trials)
+    if not columns:
+        return trials
+    depth = trials[columns].notna().sum(axis=1)
+    deepest = trials[columns].ffill(axis=1).iloc[:, -1]
+    key = deepest if mode == "max" else -deepest
+    order = pd.DataFrame({"depth": depth, "key": key.fillna(-math.inf)})
+    return trials.loc[order.sort_values(["depth", "key"], ascending=False, kind="stable").index]
+
+
+def by_group(trials: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
+    """The seeds' table: for each model its best score and which trial got it.
+
+    With rung columns (matched budgets): the group's best score at every rung (empty where none
+    of its trials trained that long), ranked by the deepest rung the group reached, then by its
+    score there; ``best_trial`` is the trial with that score, ``reached`` says whether it was
+    stopped early. Without them: the best score of any epoch (``trials`` sorted best-first).
     """
-    scored = trials.dropna(subset=["best"])
-    best_rows = scored.groupby("model", sort=False).head(1)
+    columns = rung_columns(trials)
     counts = trials.groupby("model").size()
-    return pd.DataFrame({
-        "model": best_rows["model"].values,
-        "best": best_rows["best"].values,
-        "trials": [int(counts[m]) for m in best_rows["model"]],
-        "best_trial": best_rows["trial"].values,
-    })
+    if not columns:
+        scored = trials.dropna(subset=["best"])
+        best_rows = scored.groupby("model", sort=False).head(1)
+        return pd.DataFrame({"model": best_rows["model"].values, "best": best_rows["best"].values,
+                             "trials": [int(counts[m]) for m in best_rows["model"]],
+                             "best_trial": best_rows["trial"].values})
+    pick = (lambda s: s.max()) if mode == "max" else (lambda s: s.min())
+    rows = []
+    for model, group in matched_order(trials, mode).groupby("model", sort=False):
+        top = group.iloc[0]
+        deepest = [c for c in columns if pd.notna(top[c])]
+        rows.append({"model": model, "trials": int(counts[model]),
+                     **{c: pick(group[c].dropna()) if group[c].notna().any() else math.nan
+                        for c in columns},
+                     "best_trial": top["trial"],
+                     "reached": (f"{top['status']} at epoch {deepest[-1].rsplit('_', 1)[1]}"
+                                 if deepest else top["status"])})
+    return pd.DataFrame(rows, columns=["model", "trials", *columns, "best_trial", "reached"])
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
     """A GitHub Markdown table (no extra dependency)."""
     def cell(v):
-        return floatfmt.format(v) if isinstance(v, float) and not math.isnan(v) else str(v)
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else floatfmt.format(v)
+        return str(v)
 
     head = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -65,20 +131,38 @@ def markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
-def best_trial(trials: pd.DataFrame) -> dict | None:
-    scored = trials.dropna(subset=["best"])
-    return None if scored.empty else scored.iloc[0].to_dict()
+FINISHED = ("completed", "pruned")
 
 
-def write_tables(trials: pd.DataFrame, folder: Path, metric: str) -> list[Path]:
+def best_trial(trials: pd.DataFrame, mode: str = "max") -> dict | None:
+    """The study's winner, one rule for the leaderboard tag and ``best``: among finished trials
+    (completed or stopped by ASHA; failed ones never win) the first in :func:`matched_order`,
+    i.e. the best score at the deepest rung any trial reached; without rung columns the best
+    score of any epoch."""
+    scored = trials[trials.status.isin(FINISHED)].dropna(subset=["best"])
+    if scored.empty:
+        return None
+    if not rung_columns(scored):
+        scored = scored.sort_values("best", ascending=mode == "min", kind="stable")
+    return matched_order(scored, mode).iloc[0].to_dict()
+
+
+MATCHED_NOTE = ("Scores per rung: best {metric} within the first r epochs, for trials that trained "
+                "r epochs (empty: stopped before). Ranked by the deepest rung reached, then by the "
+                "score there; compare groups within a column, not across columns.")
+
+
+def write_tables(trials: pd.DataFrame, folder: Path, metric: str, mode: str = "max") -> list[Path]:
     """Leaderboard and per-group tables as CSV and Markdown; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
-    groups = by_group(trials).rename(columns={"best": f"best_{metric}"})
-    shown = trials.rename(columns={"best": f"best_{metric}"})
+    groups = by_group(trials, mode).rename(columns={"best": f"best_{metric}"})
+    shown = matched_order(trials, mode).rename(columns={"best": f"best_{metric}"})
+    note = MATCHED_NOTE.format(metric=metric) + "\n\n" if rung_columns(trials) else ""
+    hidden = ["run_id"] + ([f"best_{metric}"] if note else [])   # any-epoch best: not comparable
     files = {
         "leaderboard.csv": shown.to_csv(index=False),
-        "leaderboard.md": f"## Trials by best {metric}\n\n{markdown(shown.drop(columns=['run_id']))}\n"
-                          f"## Best {metric} per group\n\n{markdown(groups)}",
+        "leaderboard.md": f"## Trials\n\n{note}{markdown(shown.drop(columns=hidden))}\n"
+                          f"## {metric} per group\n\n{note}{markdown(groups)}",
         "groups.csv": groups.to_csv(index=False),
     }
     for name, text in files.items():

@@ -319,12 +319,13 @@ def finish_study(client, config: StudyConfig, exp_id: str, parent_id: str, paths
 
     from study import leaderboard
 
-    metric = config.tune.metric
-    trials = leaderboard.collect_trials(client, exp_id, parent_id, metric, config.tune.mode)
+    metric, t = config.tune.metric, config.tune
+    rungs = leaderboard.rung_epochs(t.grace_period, t.reduction_factor, config.train.max_epochs)
+    trials = leaderboard.collect_trials(client, exp_id, parent_id, metric, t.mode, rungs)
     folder = paths.state / "artifacts"
     folder.mkdir(parents=True, exist_ok=True)
-    leaderboard.write_tables(trials, folder, metric)
-    best = leaderboard.best_trial(trials)
+    leaderboard.write_tables(trials, folder, metric, t.mode)
+    best = leaderboard.best_trial(trials, t.mode)
     if best is not None:
         leaderboard.write_best_config(best, public_dict(config), folder)
         client.log_metric(parent_id, f"best_{metric}", float(best["best"]))
