@@ -148,7 +148,7 @@ def best_trial(trials: pd.DataFrame, mode: str = "max") -> dict | None:
 
 
 MATCHED_NOTE = ("Scores per rung: best {metric} within the first r epochs, for trials that trained "
-                "r epochs (empty: stopped before). Ranked by the deepest rung reached, then by the "
+                "r epochs (-: stopped before). Ranked by the deepest rung reached, then by the "
                 "score there; compare groups within a column, not across columns.")
 
 
