@@ -121,16 +121,13 @@ def memory_rows(input_size: int, widths: list[float], width_mode: str, num_class
 
 def _micro_batch(peak: int | None, activations: int | None, batch: int, budget: float) -> int:
     """The equal micro-batch that fits ``budget`` (activations scale with the images; 0: none)."""
-    import math
+    from .memory import MemoryEstimate, equal_micro_batch
 
-    if peak is None or activations is None:
+    if peak is None or activations is None:   # a CUDA measurement: the whole batch, or nothing
         return batch if peak is not None and peak <= budget else 0
-    per_image, fixed = activations / batch, peak - activations
-    capacity = math.floor((budget - fixed) / per_image) if budget > fixed else 0
-    if capacity < 1:
-        return 0
-    steps = math.ceil(batch / min(batch, capacity))
-    return math.ceil(batch / steps)
+    per_image = max(1, activations // batch)
+    capacity = MemoryEstimate(fixed=peak - activations, per_image=per_image).largest_batch(budget)
+    return equal_micro_batch(batch, capacity) if capacity >= 1 else 0
 
 
 def format_memory(rows: list[dict], gpu_gib: float) -> str:

@@ -105,6 +105,12 @@ class MemoryEstimate:
         return max(0, math.floor((budget_bytes - self.fixed) / max(1, self.per_image)))
 
 
+def equal_micro_batch(batch: int, capacity: int) -> int:
+    """The size of ceil(batch / capacity) equal micro-batches (the last may be smaller); <= capacity."""
+    steps = math.ceil(batch / max(1, min(batch, capacity)))
+    return math.ceil(batch / steps)
+
+
 def _working_copy(model: torch.nn.Module, mode, channels_last: bool) -> torch.nn.Module:
     """A copy of ``model`` (channels_last if asked) whose parameters and buffers are fake tensors
     of the same shapes and strides when ``mode`` is a FakeTensorMode, real copies otherwise."""

@@ -12,7 +12,6 @@ its own statistics. A trial that does not fit at one image per micro-batch stops
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -79,17 +78,11 @@ def device_budget(device: torch.device, budget_gb: float | None, gpu_share: floa
     return (1 - KEEP_FREE) * min(free, share)
 
 
-def equal_micro_batch(batch: int, capacity: int) -> int:
-    """The size of ceil(batch / capacity) equal micro-batches (the last may be smaller); <= capacity."""
-    steps = math.ceil(batch / max(1, min(batch, capacity)))
-    return math.ceil(batch / steps)
-
-
 def plan_memory(model: torch.nn.Module, label: str, batch: int, *, memory: str, amp: bool,
                 channels_last: bool | None, device: torch.device, budget_gb: float | None = None,
                 gpu_share: float = 1.0) -> MemoryPlan:
     """Choose memory mode, precision, layout and micro-batch for training ``model`` at ``batch``."""
-    from lensnets.memory import estimate_train_memory, measure_train_step
+    from lensnets.memory import equal_micro_batch, estimate_train_memory, measure_train_step
 
     mode, dtype = resolve_memory_mode(memory, device), autocast_dtype(amp, device)
     layout = resolve_channels_last(channels_last, device)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, as_sets, run_cli, tiny_overrides
 from lensnets import ModelConfig, build_model
-from lensnets.memory import GIB, measure_train_step
+from lensnets.memory import GIB, equal_micro_batch, measure_train_step
 from study.engine import RunSpec, Split, Trainer, fit
-from study.memory_plan import TrialDoesNotFit, equal_micro_batch, plan_memory
+from study.memory_plan import TrialDoesNotFit, plan_memory
 from study.tracking import child_runs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
