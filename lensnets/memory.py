@@ -209,15 +209,20 @@ def measure_cuda_step(model: torch.nn.Module, batch: int, *, memory_mode: str = 
 
 def estimate_train_memory(model: torch.nn.Module, *, memory_mode: str = "plain",
                           autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
-                          batches: tuple[int, int] = (1, 8)) -> MemoryEstimate:
-    """The peak as the line through fake steps at two batch sizes (1 and 8 images by default).
+                          batches: tuple[int, int] = (1, 8),
+                          known: dict[int, int] | None = None) -> MemoryEstimate:
+    """The peak as the line through fake steps at two batch sizes (1 and 8 images by default);
+    ``known`` holds peaks already measured (batch -> bytes), which are not measured again.
 
     The true peak is close to linear but not exactly (where the high-water mark falls can move
     between layers as the batch grows), so callers that must fit check the size they pick with
     :func:`measure_train_step` (``study.memory_plan`` does).
     """
     low, high = sorted(batches)
-    a, b = (measure_train_step(model, n, memory_mode=memory_mode, autocast_dtype=autocast_dtype,
-                               channels_last=channels_last).peak for n in (low, high))
-    per_image = max(1, math.ceil((b - a) / max(1, high - low)))
-    return MemoryEstimate(fixed=max(0, a - low * per_image), per_image=per_image)
+    peaks = dict(known or {})
+    for n in (low, high):
+        if n not in peaks:
+            peaks[n] = measure_train_step(model, n, memory_mode=memory_mode,
+                                          autocast_dtype=autocast_dtype, channels_last=channels_last).peak
+    per_image = max(1, math.ceil((peaks[high] - peaks[low]) / max(1, high - low)))
+    return MemoryEstimate(fixed=max(0, peaks[low] - low * per_image), per_image=per_image)

@@ -17,10 +17,11 @@ from typing import Any
 import yaml
 
 from common.errors import UsageError
+from lensnets.config import MEMORY_MODES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
 KNOWN_MODELS = ("trivial", "C2", "C4", "C8", "C16", "D1", "D2", "D4", "D8", "resnet18")
-MEMORY_CHOICES = ("auto", "lean", "plain")
+MEMORY_CHOICES = ("auto",) + MEMORY_MODES   # auto: lean on CUDA, plain on CPU
 METRICS = ("val_auc_micro", "val_auc_macro", "val_acc", "val_loss")
 
 

@@ -94,7 +94,8 @@ def plan_memory(model: torch.nn.Module, label: str, batch: int, *, memory: str, 
     micro, used = batch, peak(batch)
     if used > budget:   # guess from the line through 1 and `batch` images, then check the guess
         estimate = estimate_train_memory(model, memory_mode=mode, autocast_dtype=dtype,
-                                         channels_last=layout, batches=(1, max(2, batch)))
+                                         channels_last=layout, batches=(1, max(2, batch)),
+                                         known={batch: used})
         micro = equal_micro_batch(batch, estimate.largest_batch(budget))
         used = peak(micro)
         while used > budget and micro > 1:
