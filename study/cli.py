@@ -20,9 +20,10 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted study: finished trials are kept, unfinished ones resume")
     p.set_defaults(func=run_tune)
-    from study import best_cli
+    from study import best_cli, verdict_cli
 
     best_cli.register(subparsers)
+    verdict_cli.register(subparsers)
 
 
 def run_tune(args: argparse.Namespace) -> int:

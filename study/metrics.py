@@ -34,15 +34,20 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
     onehot = np.eye(n_classes)[labels]
     metrics = {"acc": float(np.mean(probs.argmax(axis=1) == labels))}
     per_class = [_auc(onehot[:, k], probs[:, k]) for k in range(n_classes)]
-    if n_classes == 2:
-        metrics["auc_micro"] = per_class[1]
-    else:
-        metrics["auc_micro"] = _auc(onehot.ravel(), probs.ravel())
+    metrics["auc_micro"] = micro_auc(probs, labels, n_classes)
     for name, value in zip(class_names, per_class):
         metrics[f"auc_{name}"] = value
     defined = [v for v in per_class if not np.isnan(v)]
     metrics["auc_macro"] = float(np.mean(defined)) if defined else float("nan")
     return metrics
+
+
+def micro_auc(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
+    """``auc_micro`` of the module docstring (the binary AUC of class 1 for two classes)."""
+    onehot = np.eye(n_classes)[np.asarray(labels)]
+    if n_classes == 2:
+        return _auc(onehot[:, 1], np.asarray(probs)[:, 1])
+    return _auc(onehot.ravel(), np.asarray(probs).ravel())
 
 
 def confusion(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
