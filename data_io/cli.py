@@ -22,6 +22,17 @@ def _whole_number(minimum: int):
 _positive_int, _seed = _whole_number(1), _whole_number(0)
 
 
+def _pixel_scale(text: str) -> float:
+    """An argparse ``type``: a positive, finite number of arcsec per pixel."""
+    from common.errors import UsageError
+    from data_io.domain import check_pixel_scale
+
+    try:
+        return check_pixel_scale(text, name="")
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _simulate(args) -> int:
     from data_io.generate import simulate_dataset
 
@@ -36,7 +47,8 @@ def _ingest(args) -> int:
     from data_io.ingest import ingest_folder
 
     out = ingest_folder(args.src, args.out, allow_pickle=args.allow_pickle,
-                        overwrite=args.overwrite, seed=args.seed, progress=not args.quiet)
+                        overwrite=args.overwrite, seed=args.seed, progress=not args.quiet,
+                        pixel_scale=args.pixel_scale)
     print(f"wrote dataset {out}")
     return 0
 
@@ -70,6 +82,10 @@ def register(subparsers) -> None:
     p.add_argument("--allow-pickle", action="store_true",
                    help="read pickled .npy object arrays (runs code from the files: trusted data only)")
     p.add_argument("--seed", type=_seed, default=0, help="seed for the split (default 0)")
+    p.add_argument("--pixel-scale", type=_pixel_scale, default=None, metavar="ARCSEC",
+                   help="arcsec per pixel of the images (e.g. 0.05 for Model I); recorded so that "
+                        "`evaluate` can compare fields of view and --match-field can resample "
+                        "(default: unknown)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_ingest)

@@ -79,7 +79,7 @@ def simulate_dataset(preset: str, per_class: int, out, seed: int = 0, *, overwri
     workers = max(1, min(int(workers), -(-len(labels) // CHUNK_IMAGES)))
     meta = {"preset": p.name, "seed": int(seed), "source": f"simulate:{p.name}",
             "class_names": list(p.class_names), "image_shape": list(p.image_shape),
-            "per_class": per_class, "split_fractions": list(fractions),
+            "pixel_scale": p.pixel_scale, "per_class": per_class, "split_fractions": list(fractions),
             "preset_params": dataclasses.asdict(p), "description": p.description}
     fields = [pa.field(c, pa.int64() if c == "n_subhalos" else pa.float64()) for c in PARAM_COLUMNS]
     from tqdm import tqdm

@@ -11,6 +11,10 @@ Accepted layouts (``SRC`` is the folder given):
 Files: ``.npy`` (2-D, or ``(1, H, W)``; the ``axion`` object arrays ``[image, mass]`` only with
 ``allow_pickle``, since unpickling can run code from the file) and ``.jpg/.jpeg/.png``
 (converted to 8-bit grayscale).
+
+The pixel scale (arcsec per pixel) is not in the files: pass it as ``pixel_scale`` (``ingest
+--pixel-scale``) to record it in the metadata, so ``evaluate`` can compare the set's field of
+view with a model's and ``evaluate --match-field`` can resample it (``data_io.domain``).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import pyarrow as pa
 from common.atomic import atomic_dir
 from common.errors import UsageError
 from data_io.dataset import SPLITS, DatasetWriter, check_output, stratified_split
+from data_io.domain import check_pixel_scale
 
 CLASS_ALIASES = {"no": "no_sub", "no_sub": "no_sub", "nosub": "no_sub",
                  "sphere": "cdm", "cdm": "cdm", "sub": "cdm",
@@ -160,8 +165,13 @@ def read_image(path: Path, allow_pickle: bool) -> tuple[np.ndarray, float]:
 
 
 def ingest_folder(src, out, *, allow_pickle: bool = False, overwrite: bool = False,
-                  seed: int = 0, progress: bool = True) -> Path:
-    """Convert a DeepLense-style folder (see module docstring) into a dataset at ``out``."""
+                  seed: int = 0, progress: bool = True, pixel_scale: float | None = None) -> Path:
+    """Convert a DeepLense-style folder (see module docstring) into a dataset at ``out``.
+
+    ``pixel_scale`` (arcsec per pixel, optional) is recorded in the metadata; unknown if ``None``.
+    """
+    if pixel_scale is not None:
+        pixel_scale = check_pixel_scale(pixel_scale)
     src = Path(src)
     if not src.is_dir():
         raise UsageError(f"source folder {src} does not exist; give the folder that holds "
@@ -177,7 +187,7 @@ def ingest_folder(src, out, *, allow_pickle: bool = False, overwrite: bool = Fal
         _refuse_pickles(f for s in SPLITS for f, _ in plan[s])
     shape = read_image(next(f for s in SPLITS for f, _ in plan[s][:1]), allow_pickle)[0].shape
     meta = {"preset": None, "seed": int(seed), "source": f"ingest:{src.resolve()}",
-            "class_names": names, "image_shape": list(shape)}
+            "class_names": names, "image_shape": list(shape), "pixel_scale": pixel_scale}
     fields = [pa.field("source_file", pa.string()), pa.field("axion_mass", pa.float64())]
     from tqdm import tqdm
 

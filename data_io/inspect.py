@@ -7,6 +7,7 @@ import numpy as np
 
 from common.atomic import atomic_file
 from data_io.dataset import SPLITS, open_dataset
+from data_io.domain import dataset_domain
 
 
 def example_grid(ds, png: Path, per_class: int = 4) -> Path:
@@ -41,7 +42,8 @@ def inspect_dataset(path, png=None, per_class: int = 4) -> str:
     lines = [f"dataset {ds.path}", f"  source: {ds.metadata.get('source')}  "
              f"preset: {ds.metadata.get('preset')}  seed: {ds.metadata.get('seed')}  "
              f"format: {ds.metadata.get('format_version')}",
-             f"  classes: {ds.class_names}  image shape: {ds.image_shape}", "  schema:"]
+             f"  classes: {ds.class_names}  image shape: {ds.image_shape}",
+             f"  sky: {dataset_domain(ds.metadata).describe()}", "  schema:"]
     lines += [f"    {f.name}: {f.type}" for f in ds.table("train").schema]
     lines.append("  split   " + "".join(f"{c:>10}" for c in ds.class_names) + "     total   min      max       mean")
     for s in SPLITS:

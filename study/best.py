@@ -91,6 +91,23 @@ def _study_config(client, parent_run_id: str, name: str) -> StudyConfig:
             return config_from_dict(yaml.safe_load(fh))
 
 
+def study_data_domain(record: StudyRecord):
+    """The domain of the data the study tuned on (its ``study/dataset.json`` artifact), or
+    ``None`` for a study logged without one."""
+    import json
+    import tempfile
+
+    from data_io.domain import dataset_domain
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = record.client.download_artifacts(record.parent_run_id, "study/dataset.json", folder)
+            with open(path) as fh:
+                return dataset_domain(json.load(fh))
+        except Exception:  # noqa: BLE001 - no record: the check is skipped, not the rerun
+            return None
+
+
 def best_finished_trial(client, experiment_id: str, parent_run_id: str, config: StudyConfig) -> dict | None:
     """The study's winner by :func:`study.leaderboard.best_trial` (the rule the leaderboard uses)."""
     from study.leaderboard import best_trial, collect_trials, rung_epochs

@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--train-on-train-val", action="store_true",
                    help="train on train + val (the validation numbers are then not held out)")
     p.add_argument("--device", help="torch device, e.g. cuda or cpu (default: cuda if available)")
-    p.add_argument("--data", help="dataset folder (default: the study's data.path)")
+    p.add_argument("--data", help="dataset folder (default: the study's data.path; a warning "
+                                  "names each difference of its domain from the study's data)")
     p.add_argument("--no-control", action="store_true",
                    help="skip the trivial-group control used for the rotation-robustness comparison")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 repeats a 1-CPU trial bit for bit)")
@@ -35,7 +36,9 @@ def register(subparsers) -> None:
     e = subparsers.add_parser(
         "evaluate", help="score a saved or registered model on a dataset (metrics, robustness, plots)",
         description="Score a model (models:/NAME@best, runs:/RUN_ID/model, or a model_weights.pt "
-                    "file) on one split of any dataset in the project's format.",
+                    "file) on one split of any dataset in the project's format. The dataset's raw "
+                    "image shape, pixel scale, field of view and preset or source are checked "
+                    "against the model's training data first: one warning line per difference.",
     )
     e.add_argument("--model", required=True, help="models:/NAME@ALIAS, runs:/RUN_ID/model, or a file")
     e.add_argument("--data", required=True, help="dataset folder (simulated or ingested)")
@@ -44,6 +47,10 @@ def register(subparsers) -> None:
     e.add_argument("--tracking-uri", default=DEFAULT_URI, help=f"MLflow tracking URI (default {DEFAULT_URI})")
     e.add_argument("--device", help="torch device (default: cuda if available)")
     e.add_argument("--seed", type=int, default=0, help="seed of the random rotation angles (default 0)")
+    e.add_argument("--match-field", action="store_true",
+                   help="resample the images to the model's field of view and raw image shape first "
+                        "(needs both pixel scales: simulated sets have one, ingested ones take "
+                        "`ingest --pixel-scale`)")
     e.add_argument("--out", help="folder for metrics.json and plots (default: runs/evaluate-<data>-<split>)")
     e.set_defaults(func=run_evaluate_command)
 
@@ -94,7 +101,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         sys.stdout = sys.stderr   # anything printed while loading/scoring stays off stdout
     try:
         predictor = load_model(args.model, args.tracking_uri, args.device)
-        result = evaluate_dataset(predictor, args.data, args.split, Path(out), seed=args.seed)
+        result = evaluate_dataset(predictor, args.data, args.split, Path(out), seed=args.seed,
+                                  match_field=args.match_field)
     finally:
         sys.stdout = stdout
     if args.json:

@@ -12,7 +12,14 @@ Written to ``--out`` (default ``runs/<study>.best``) and to the run under ``repo
   ``feature_orbits.png`` (invariant features of test images rotated through 360 degrees);
 - ``history.csv`` (per-epoch metrics), ``config.yaml`` (the study config);
 - ``model_weights.pt`` (state dict + ModelConfig, loads with ``weights_only=True``),
-  ``lens_classifier.pt2`` (torch.export: raw image -> probabilities), ``model_card.json``.
+  ``lens_classifier.pt2`` (torch.export: raw image -> probabilities), ``model_card.json``;
+  the weights file, the card and the MLflow model metadata record the training data's domain
+  (raw image shape, pixel scale, field of view, preset or source; :mod:`data_io.domain`), which
+  ``evaluate`` checks datasets against.
+
+With ``--data`` (another dataset than the study tuned on) the rerun compares the two domains
+first and prints one ``warning:`` line per difference: the configuration was chosen on the
+study's data. ``metrics.json`` keeps the comparison under ``domain``.
 
 The plain-PyTorch network is also logged with ``mlflow.pytorch.log_model`` (pt2 format) under
 ``model`` and registered as the study's name with the alias ``best``.
@@ -26,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from study.best import (RerunOptions, StudyRecord, config_yaml, control_spec, load_splits,
-                        rerun_spec, trial_metric_at)
+                        rerun_spec, study_data_domain, trial_metric_at)
 
 ORBIT_IMAGES = 3
 
@@ -41,6 +48,7 @@ def run_best(record: StudyRecord, options: RerunOptions) -> dict:
     spec = rerun_spec(record, options)
     data_path = options.data or record.config.data.path
     dataset, train, val, test = load_splits(data_path, options.train_on_train_val)
+    domain = check_rerun_domain(record, dataset, data_path, other_data=bool(options.data))
     if options.threads:
         torch.set_num_threads(int(options.threads))
     out = Path(options.out or Path("runs") / f"{record.name}.best")
@@ -55,7 +63,8 @@ def run_best(record: StudyRecord, options: RerunOptions) -> dict:
         mlflow.log_params({**spec.to_dict(), "data": str(data_path), "epochs": spec.max_epochs,
                            "train_on_train_val": options.train_on_train_val})
         summary = {"study": record.name, "run_id": run.info.run_id, "source_run_id": record.trial["run_id"],
-                   "spec": spec.to_dict(), "data": str(data_path), "class_names": list(dataset.class_names)}
+                   "spec": spec.to_dict(), "data": str(data_path), "class_names": list(dataset.class_names),
+                   "domain": domain}
         trainer, history = train_logged(spec, dataset.class_names, train, val, options.device, log=True)
         summary["reproducibility"] = reproducibility(record, history, options)
         _evaluate_all(summary, trainer, spec, record, dataset, train, val, test, options, folder)
@@ -67,6 +76,28 @@ def run_best(record: StudyRecord, options: RerunOptions) -> dict:
         mlflow.log_artifacts(str(folder), artifact_path="report")
     summary["out"] = str(out)
     return summary
+
+
+def check_rerun_domain(record: StudyRecord, dataset, data_path, other_data: bool) -> dict:
+    """The training data's domain; with ``--data``, its differences from the study's data,
+    one ``warning:`` line each on stderr. Returned for ``metrics.json``."""
+    import sys
+
+    from data_io.domain import compare, dataset_domain, warning_line
+
+    data = dataset_domain(dataset.metadata)
+    result = {"data": data.to_dict()}
+    study = study_data_domain(record) if other_data else None
+    if study is None:
+        return result
+    mismatches, not_compared = compare(study, data)
+    fix = ("its best configuration was chosen on the study's data: drop --data to retrain on that, "
+           "or tune a study on this dataset")
+    for m in mismatches:
+        print(warning_line(m, f"--data {data_path}", f"study {record.name!r} tuned on", fix),
+              file=sys.stderr, flush=True)
+    return {**result, "study_data": study.to_dict(), "mismatches": [m.to_dict() for m in mismatches],
+            "not_compared": not_compared}
 
 
 def train_logged(spec, class_names, train, val, device, log: bool):
@@ -130,21 +161,29 @@ def _evaluate_all(summary, trainer, spec, record, dataset, train, val, test, opt
     report_plots.plot_feature_orbits(angles, pictures, folder / "feature_orbits.png")
 
 
+def model_card(predictor, record: StudyRecord) -> dict:
+    """``model_card.json``, also the MLflow model's metadata: classes, preprocessing, training
+    data domain (``raw_image_shape`` is kept at the top level for older readers)."""
+    domain = predictor.domain.to_dict()
+    return {"class_names": predictor.class_names, "image_size": predictor.image_size,
+            "crop_fraction": predictor.crop_fraction, "raw_image_shape": domain["raw_image_shape"],
+            "domain": domain, "model_config": predictor.model_config, "study": record.name,
+            "source_run_id": record.trial["run_id"]}
+
+
 def _save_model(summary, trainer, record, dataset, test, folder) -> None:
     import mlflow
     import mlflow.pytorch
 
+    from data_io.domain import dataset_domain
     from lensnets import export_model
     from study.evaluate import Predictor, save_weights
     from study.export import export_classifier
 
-    predictor = Predictor.from_trainer(trainer)
+    predictor = Predictor.from_trainer(trainer, dataset_domain(dataset.metadata))
     save_weights(predictor, folder / "model_weights.pt")
     export_classifier(predictor, dataset.image_shape, folder / "lens_classifier.pt2")
-    card = {"class_names": predictor.class_names, "image_size": predictor.image_size,
-            "crop_fraction": predictor.crop_fraction, "raw_image_shape": list(dataset.image_shape),
-            "model_config": predictor.model_config, "study": record.name,
-            "source_run_id": record.trial["run_id"]}
+    card = model_card(predictor, record)
     (folder / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     network = export_model(trainer.model).cpu().eval()
     example = predictor.tensors(test.images[:2]).numpy()

@@ -128,3 +128,24 @@ def test_bad_input_is_one_line_and_exit_2(rerun, tiny_dataset, args, needle):
     done = run_cli(*args, "--tracking-uri", uri, cwd=tmp)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr, done.stderr
+
+
+def test_best_on_other_data_names_each_domain_difference(rerun, other_preset):
+    import shutil
+
+    tmp, _, _, _ = rerun
+    copy = tmp / "copy"                       # a copy of the store: the rerun above stays the only one
+    copy.mkdir()
+    shutil.copy(tmp / "mlflow.db", copy / "mlflow.db")
+    done = run_cli("best", "--study", "t", "--tracking-uri", f"sqlite:///{copy / 'mlflow.db'}", "--epochs", "1",
+                   "--no-control", "--threads", "1", "--data", str(other_preset), "--out", str(copy / "report"),
+                   cwd=copy)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert [w.split(" differs")[0] for w in warnings] == [
+        "warning: raw image shape", "warning: pixel scale", "warning: field of view", "warning: preset"]
+    assert all("study 't' tuned on" in w and "drop --data" in w for w in warnings)
+    domain = json.loads((copy / "report" / "metrics.json").read_text())["domain"]
+    assert domain["data"]["preset"] == "model_j" and domain["study_data"]["preset"] == "small64"
+    card = json.loads((copy / "report" / "model_card.json").read_text())
+    assert card["domain"]["raw_image_shape"] == [150, 150] and card["domain"]["pixel_scale"] == 0.05
