@@ -1,0 +1,298 @@
+#!/usr/bin/env python
+"""Efficiency of the search: trial-epochs each strategy needs to get within 0.01 of the best.
+
+A tabular HPO benchmark (as in HPOBench / LCBench): real learning curves are recorded once on a
+grid of configurations of the laptop study (``configs/local.yaml``: small64 at 33 px, 8 epochs,
+seed 0), then the strategies are replayed through the real Ray Tune schedulers and searchers with
+a trainable that looks the curve of the nearest recorded configuration up (same model and batch
+size, nearest width, nearest log learning rate and log weight decay) and reports it epoch by
+epoch - no training, so a replay costs seconds.
+
+    python benchmarks/study_efficiency.py record [--workers 2]   # ~35 min on 2 cores, resumable
+    python benchmarks/study_efficiency.py replay [--reps 20]     # the four strategies, ~minutes
+
+Strategies (``--reps`` seeds each; seed ``r`` seeds the sampler):
+
+- ``ASHA+TPE``: the study's own: ``PruningOptunaSearch`` (TPE, seeded; stopped trials told as
+  PRUNED) and ASHA with the config's grace period and reduction factor (the rules of
+  ``PersistentASHA``, without its state file, which only matters across driver restarts);
+- ``ASHA+random``: the same ASHA, Optuna's ``RandomSampler``;
+- ``FIFO+TPE``, ``FIFO+random``: every trial runs all ``max_epochs``.
+
+One trial at a time (``max_concurrent_trials=1``) so the order of results, hence the count, is
+deterministic given the seed. The target is the best validation AUC anywhere in the table minus
+0.01; a run stops when a reported epoch reaches it, or after ``--max-trials`` trials (then it
+counts as not reached, and the median is over all reps with unreached ones ranked last).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+CURVES = ROOT / "benchmarks" / "data" / "curves_local.csv"
+CONFIG = ROOT / "configs" / "local.yaml"
+STRATEGIES = ("ASHA+TPE", "ASHA+random", "FIFO+TPE", "FIFO+random")
+TOLERANCE = 0.01
+KEY = ("model", "width", "lr", "weight_decay", "batch_size")
+
+# The recorded grid: every model of the default search, its widths and batch sizes, and three
+# learning rates spanning the search's log range. Weight decay is held at the log-midpoint of its
+# range (3e-5): over 8 epochs of AdamW it moves the validation AUC less than the seed-to-seed
+# spread, and a second value would double the recording. The replay maps every sampled weight
+# decay to it, so the table does not resolve weight decay (TPE and random alike).
+GRID_LR = (3e-4, 1e-3, 3e-3)
+GRID_WD = (3e-5,)
+
+
+def grid(search) -> list[dict]:
+    """The configurations to record, batch size 32 first (a partial recording covers every model)."""
+    out = []
+    for bs in search.batch_sizes:
+        for model in search.groups:
+            widths = [1.0] if model == "resnet18" else list(search.widths)
+            for width, lr, wd in itertools.product(widths, GRID_LR, GRID_WD):
+                out.append(dict(model=model, width=float(width), lr=lr, weight_decay=wd, batch_size=int(bs)))
+    return out
+
+
+# ----------------------------------------------------------------------------- recording
+
+def _key(row: dict) -> tuple:
+    return (row["model"], float(row["width"]), float(row["lr"]), float(row["weight_decay"]),
+            int(row["batch_size"]))
+
+
+def read_curves(path: Path = CURVES) -> dict[tuple, list[float]]:
+    """``{(model, width, lr, weight_decay, batch_size): [val_auc_micro at epoch 1, 2, ...]}``."""
+    curves: dict[tuple, dict[int, float]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            curves.setdefault(_key(row), {})[int(row["epoch"])] = float(row["val_auc_micro"])
+    return {k: [v[e] for e in sorted(v)] for k, v in curves.items()}
+
+
+def record_one(cfg: dict) -> list[dict]:
+    """Train ``cfg`` for the study's ``max_epochs`` with the study's engine; one row per epoch."""
+    import torch
+
+    from study.config import load_config
+    from study.engine import Split, Trainer, fit
+    from study.space import run_spec
+    from study.tuner import ensure_dataset
+
+    torch.set_num_threads(1)
+    study = load_config(CONFIG)
+    data = ensure_dataset(study)
+    train, val = (Split(*data.arrays(s)) for s in ("train", "val"))
+    trainer = Trainer(run_spec(cfg, study), list(data.class_names), device="cpu")
+    start = time.perf_counter()
+    history = fit(trainer, train, val, until_epoch=study.train.max_epochs)
+    seconds = (time.perf_counter() - start) / len(history)
+    return [{**cfg, "epoch": r["epoch"], "val_auc_micro": round(float(r["val_auc_micro"]), 5),
+             "epoch_seconds": round(seconds, 2)} for r in history]
+
+
+def record(args) -> int:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from study.config import load_config
+    from study.tuner import ensure_dataset
+
+    study = load_config(CONFIG)
+    ensure_dataset(study)    # simulate once, before the workers start
+    path = Path(args.curves)
+    done = set(read_curves(path)) if path.exists() else set()
+    todo = [c for c in grid(study.search) if _key(c) not in done]
+    print(f"{len(done)} configurations recorded in {path}, {len(todo)} to go", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = [*KEY, "epoch", "val_auc_micro", "epoch_seconds"]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(record_one, c) for c in todo]
+        for n, fut in enumerate(as_completed(futures), 1):
+            rows = fut.result()
+            new = not path.exists()
+            with open(path, "a", newline="") as fh:   # appended per configuration: resumable
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                if new:
+                    writer.writeheader()
+                writer.writerows(rows)
+            r = rows[-1]
+            print(f"[{n}/{len(todo)}] {r['model']} w{r['width']} lr{r['lr']:.0e} wd{r['weight_decay']:.0e} "
+                  f"bs{r['batch_size']}: best {max(x['val_auc_micro'] for x in rows):.4f} "
+                  f"({r['epoch_seconds']:.1f} s/epoch, {time.perf_counter() - start:.0f} s)", flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- replay
+
+class CurveTable:
+    """Nearest-configuration lookup of recorded curves (a plain class: Tune pickles it)."""
+
+    def __init__(self, curves: dict[tuple, list[float]]):
+        self.curves = curves
+        self.best = max(max(c) for c in curves.values())
+
+    def nearest(self, config: dict) -> tuple:
+        model, bs = config["model"], int(config["batch_size"])
+        width = float(config.get("width", 1.0))
+        candidates = [k for k in self.curves if k[0] == model and k[4] == bs] \
+            or [k for k in self.curves if k[0] == model]
+        if not candidates:
+            raise KeyError(f"no recorded curve for model {model!r}")
+
+        def distance(k):
+            return (abs(math.log(k[1] / width)), abs(math.log(k[2] / config["lr"]))
+                    + abs(math.log(k[3] / config["weight_decay"])))
+        return min(candidates, key=distance)
+
+    def curve(self, config: dict) -> list[float]:
+        return self.curves[self.nearest(config)]
+
+
+def replay_trial(config: dict, *, table: CurveTable, metric: str) -> None:
+    """A Tune function trainable that reports the nearest recorded curve, one epoch per report."""
+    from ray import tune
+
+    for epoch, value in enumerate(table.curve(config), 1):
+        tune.report({"epoch": epoch, metric: value})
+
+
+def make_strategy(name: str, study, seed: int):
+    """``(search_alg, scheduler)`` for one strategy, built like the study builds its own."""
+    import optuna
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from study.schedulers import PruningOptunaSearch
+    from study.space import define_by_run
+
+    t = study.tune
+    sampler = (optuna.samplers.TPESampler(seed=seed) if name.endswith("TPE")
+               else optuna.samplers.RandomSampler(seed=seed))
+    search = PruningOptunaSearch(space=define_by_run(study.search), metric=t.metric, mode=t.mode,
+                                 sampler=sampler, max_epochs=study.train.max_epochs)
+    if name.startswith("ASHA"):
+        scheduler = ASHAScheduler(time_attr="epoch", metric=t.metric, mode=t.mode,
+                                  max_t=study.train.max_epochs, grace_period=t.grace_period,
+                                  reduction_factor=t.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return search, scheduler
+
+
+def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int,
+                storage: str) -> dict:
+    """Run one strategy once; trial-epochs until a result reaches the target (inf: never)."""
+    from ray import tune
+
+    target = table.best - TOLERANCE
+    metric = study.tune.metric
+    seen = {"epochs": 0, "hit": None, "trials": set()}
+
+    class Count(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            seen["epochs"] += 1
+            seen["trials"].add(trial.trial_id)
+            if seen["hit"] is None and result[metric] >= target:
+                seen["hit"] = seen["epochs"]
+
+    class StopAtTarget(tune.Stopper):
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return seen["hit"] is not None
+
+    search, scheduler = make_strategy(name, study, seed)
+    tuner = tune.Tuner(
+        tune.with_parameters(replay_trial, table=table, metric=metric),
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_trials, reuse_actors=True,
+                                    max_concurrent_trials=1),
+        run_config=tune.RunConfig(name=f"{name}-{seed}", storage_path=storage, stop=StopAtTarget(),
+                                  callbacks=[Count()], verbose=int(os.environ.get("REPLAY_VERBOSE", 0))),
+    )
+    tuner.fit()
+    return {"trial_epochs": seen["hit"] if seen["hit"] is not None else math.inf,
+            "spent": seen["epochs"], "trials": len(seen["trials"])}
+
+
+def summarise(results: dict[str, list[dict]], max_epochs: int) -> str:
+    """Markdown table: median trial-epochs to target, how often reached, ratio to FIFO+random."""
+    def median(rs):
+        return statistics.median(r["trial_epochs"] for r in rs)
+
+    base = median(results["FIFO+random"]) if "FIFO+random" in results else math.nan
+    lines = ["| strategy | reps | reached | median trial-epochs to target | (full trials) "
+             "| quartiles | vs FIFO+random |", "|---|---|---|---|---|---|---|"]
+    for name, rs in results.items():
+        eps = sorted(r["trial_epochs"] for r in rs)
+        q1, q3 = eps[len(eps) // 4], eps[(3 * len(eps)) // 4]
+        m = median(rs)
+        ratio = m / base if math.isfinite(m) and math.isfinite(base) else math.nan
+        lines.append(f"| {name} | {len(rs)} | {sum(math.isfinite(e) for e in eps)}/{len(rs)} | {m:g} "
+                     f"| {m / max_epochs:.1f} | {q1:g}-{q3:g} | {ratio:.0%} |")
+    return "\n".join(lines)
+
+
+def replay(args) -> int:
+    import ray
+
+    from study.config import load_config
+
+    study = load_config(CONFIG, args.set)
+    curves = read_curves(Path(args.curves))
+    table = CurveTable({k: v[:study.train.max_epochs] for k, v in curves.items()})
+    print(f"{len(curves)} recorded configurations; best val AUC {table.best:.4f}, "
+          f"target {table.best - TOLERANCE:.4f}; ASHA grace {study.tune.grace_period}, "
+          f"reduction {study.tune.reduction_factor}, max_t {study.train.max_epochs}; "
+          f"{args.reps} reps x {args.max_trials} trials at most", flush=True)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    results: dict[str, list[dict]] = {}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as storage:
+        for name in args.strategies:
+            results[name] = [replay_once(name, study, table, seed, args.max_trials, storage)
+                             for seed in range(args.reps)]
+            print(f"{name}: {[r['trial_epochs'] for r in results[name]]} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    ray.shutdown()
+    print()
+    print(summarise(results, study.train.max_epochs))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="record learning curves on the grid (resumable)")
+    rec.add_argument("--workers", type=int, default=2, help="parallel processes, one core each")
+    rec.add_argument("--curves", default=str(CURVES))
+    rep = sub.add_parser("replay", help="replay the four strategies through Ray Tune")
+    rep.add_argument("--reps", type=int, default=20)
+    rep.add_argument("--max-trials", type=int, default=48,
+                     help="trials per run at most (default 48, 3x the default study's 16)")
+    rep.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    rep.add_argument("--curves", default=str(CURVES))
+    rep.add_argument("--set", action="append", default=[],
+                     help="override the study config, e.g. tune.grace_period=1")
+    args = ap.parse_args(argv)
+    return record(args) if args.command == "record" else replay(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
