@@ -221,7 +221,7 @@ def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int,
     search, scheduler = make_strategy(name, study, seed)
     tuner = tune.Tuner(
         tune.with_parameters(replay_trial, table=table, metric=metric),
-        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_trials, reuse_actors=True,
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_trials,
                                     max_concurrent_trials=1),
         run_config=tune.RunConfig(name=f"{name}-{seed}", storage_path=storage, stop=StopAtTarget(),
                                   callbacks=[Count()], verbose=int(os.environ.get("REPLAY_VERBOSE", 0))),
