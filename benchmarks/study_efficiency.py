@@ -161,6 +161,10 @@ class CurveTable:
                     + abs(math.log(k[3] / config["weight_decay"])))
         return min(candidates, key=distance)
 
+    def share_within(self, tolerance: float) -> float:
+        """Fraction of recorded configurations whose curve reaches best - tolerance."""
+        return sum(max(c) >= self.best - tolerance for c in self.curves.values()) / len(self.curves)
+
     def curve(self, config: dict) -> list[float]:
         return self.curves[self.nearest(config)]
 
@@ -196,11 +200,11 @@ def make_strategy(name: str, study, seed: int):
 
 
 def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int,
-                storage: str) -> dict:
+                storage: str, tolerance: float = TOLERANCE) -> dict:
     """Run one strategy once; trial-epochs until a result reaches the target (inf: never)."""
     from ray import tune
 
-    target = table.best - TOLERANCE
+    target = table.best - tolerance
     metric = study.tune.metric
     seen = {"epochs": 0, "hit": None, "trials": set()}
 
@@ -258,7 +262,9 @@ def replay(args) -> int:
     curves = read_curves(Path(args.curves))
     table = CurveTable({k: v[:study.train.max_epochs] for k, v in curves.items()})
     print(f"{len(curves)} recorded configurations; best val AUC {table.best:.4f}, "
-          f"target {table.best - TOLERANCE:.4f}; ASHA grace {study.tune.grace_period}, "
+          f"target {table.best - args.tolerance:.4f} (best - {args.tolerance:g}); "
+          f"{table.share_within(args.tolerance):.0%} of the recorded configurations reach it; "
+          f"ASHA grace {study.tune.grace_period}, "
           f"reduction {study.tune.reduction_factor}, max_t {study.train.max_epochs}; "
           f"{args.reps} reps x {args.max_trials} trials at most", flush=True)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -266,7 +272,8 @@ def replay(args) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as storage:
         for name in args.strategies:
-            results[name] = [replay_once(name, study, table, seed, args.max_trials, storage)
+            results[name] = [replay_once(name, study, table, seed, args.max_trials, storage,
+                                       args.tolerance)
                              for seed in range(args.reps)]
             print(f"{name}: {[r['trial_epochs'] for r in results[name]]} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -288,6 +295,8 @@ def main(argv=None) -> int:
                      help="trials per run at most (default 48, 3x the default study's 16)")
     rep.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     rep.add_argument("--curves", default=str(CURVES))
+    rep.add_argument("--tolerance", type=float, default=TOLERANCE,
+                     help="target = best recorded val AUC minus this (default 0.01)")
     rep.add_argument("--set", action="append", default=[],
                      help="override the study config, e.g. tune.grace_period=1")
     args = ap.parse_args(argv)
