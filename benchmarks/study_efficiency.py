@@ -177,7 +177,7 @@ def replay_trial(config: dict, *, table: CurveTable, metric: str) -> None:
         tune.report({"epoch": epoch, metric: value})
 
 
-def make_strategy(name: str, study, seed: int):
+def make_strategy(name: str, study, seed: int, tpe_startup: int = 10):
     """``(search_alg, scheduler)`` for one strategy, built like the study builds its own."""
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -186,7 +186,8 @@ def make_strategy(name: str, study, seed: int):
     from study.space import define_by_run
 
     t = study.tune
-    sampler = (optuna.samplers.TPESampler(seed=seed) if name.endswith("TPE")
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup)
+               if name.endswith("TPE")
                else optuna.samplers.RandomSampler(seed=seed))
     search = PruningOptunaSearch(space=define_by_run(study.search), metric=t.metric, mode=t.mode,
                                  sampler=sampler, max_epochs=study.train.max_epochs)
@@ -200,7 +201,7 @@ def make_strategy(name: str, study, seed: int):
 
 
 def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int,
-                storage: str, tolerance: float = TOLERANCE) -> dict:
+                storage: str, tolerance: float = TOLERANCE, tpe_startup: int = 10) -> dict:
     """Run one strategy once; trial-epochs until a result reaches the target (inf: never)."""
     from ray import tune
 
@@ -222,7 +223,7 @@ def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int,
         def stop_all(self):
             return seen["hit"] is not None
 
-    search, scheduler = make_strategy(name, study, seed)
+    search, scheduler = make_strategy(name, study, seed, tpe_startup)
     tuner = tune.Tuner(
         tune.with_parameters(replay_trial, table=table, metric=metric),
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_trials,
@@ -273,7 +274,7 @@ def replay(args) -> int:
     with tempfile.TemporaryDirectory() as storage:
         for name in args.strategies:
             results[name] = [replay_once(name, study, table, seed, args.max_trials, storage,
-                                       args.tolerance)
+                                       args.tolerance, args.tpe_startup)
                              for seed in range(args.reps)]
             print(f"{name}: {[r['trial_epochs'] for r in results[name]]} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -297,6 +298,8 @@ def main(argv=None) -> int:
     rep.add_argument("--curves", default=str(CURVES))
     rep.add_argument("--tolerance", type=float, default=TOLERANCE,
                      help="target = best recorded val AUC minus this (default 0.01)")
+    rep.add_argument("--tpe-startup", type=int, default=10,
+                     help="TPE's random start-up trials (Optuna's default, which the study uses: 10)")
     rep.add_argument("--set", action="append", default=[],
                      help="override the study config, e.g. tune.grace_period=1")
     args = ap.parse_args(argv)
