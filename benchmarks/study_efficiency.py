@@ -250,7 +250,8 @@ def summarise(results: dict[str, list[dict]], max_epochs: int) -> str:
         m = median(rs)
         ratio = m / base if math.isfinite(m) and math.isfinite(base) else math.nan
         lines.append(f"| {name} | {len(rs)} | {sum(math.isfinite(e) for e in eps)}/{len(rs)} | {m:g} "
-                     f"| {m / max_epochs:.1f} | {q1:g}-{q3:g} | {ratio:.0%} |")
+                     f"| {m / max_epochs:.1f} | {q1:g}-{q3:g} | "
+                     f"{'-' if math.isnan(ratio) else f'{ratio:.0%}'} |")
     return "\n".join(lines)
 
 
