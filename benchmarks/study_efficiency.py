@@ -169,6 +169,31 @@ class CurveTable:
         return self.curves[self.nearest(config)]
 
 
+def first_trial_floor(table: CurveTable, study, tolerance: float, draws: int = 4000) -> dict:
+    """What no strategy can beat when its first trial is a random draw (TPE's is: no history yet).
+
+    With one trial at a time ASHA lets the first trial run to ``max_epochs`` (no rung has a rival),
+    so a run can reach the target within ``max_epochs + earliest - 1`` trial-epochs (``earliest``:
+    the first epoch at which any recorded curve reaches it) only if its first trial does; that
+    happens with probability ``p_first``, estimated from ``draws`` draws of the study's own space.
+    When ``p_first < 0.5`` every such strategy's median is above ``floor`` trial-epochs.
+    """
+    import optuna
+
+    from study.space import define_by_run
+
+    target = table.best - tolerance
+    earliest = min(e for c in table.curves.values() for e, v in enumerate(c, 1) if v >= target)
+    space, trials = define_by_run(study.search), optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    hits = 0
+    for _ in range(draws):
+        trial = trials.ask()
+        space(trial)
+        hits += max(table.curve(trial.params)) >= target
+        trials.tell(trial, 0.0)
+    return {"p_first": hits / draws, "floor": study.train.max_epochs + earliest - 1, "earliest": earliest}
+
+
 def replay_trial(config: dict, *, table: CurveTable, metric: str) -> None:
     """A Tune function trainable that reports the nearest recorded curve, one epoch per report."""
     from ray import tune
@@ -227,7 +252,7 @@ def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int,
     tuner = tune.Tuner(
         tune.with_parameters(replay_trial, table=table, metric=metric),
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_trials,
-                                    max_concurrent_trials=1),
+                                    max_concurrent_trials=1, reuse_actors=True),
         run_config=tune.RunConfig(name=f"{name}-{seed}", storage_path=storage, stop=StopAtTarget(),
                                   callbacks=[Count()], verbose=int(os.environ.get("REPLAY_VERBOSE", 0))),
     )
@@ -269,6 +294,10 @@ def replay(args) -> int:
           f"ASHA grace {study.tune.grace_period}, "
           f"reduction {study.tune.reduction_factor}, max_t {study.train.max_epochs}; "
           f"{args.reps} reps x {args.max_trials} trials at most", flush=True)
+    floor = first_trial_floor(table, study, args.tolerance)
+    print(f"a random first trial reaches the target {floor['p_first']:.0%} of the time (earliest at "
+          f"epoch {floor['earliest']}); so any strategy whose first trial is random needs more than "
+          f"{floor['floor']} trial-epochs in {1 - floor['p_first']:.0%} of runs", flush=True)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     results: dict[str, list[dict]] = {}
     start = time.perf_counter()

@@ -44,6 +44,15 @@ def test_committed_curves_cover_the_grid_of_the_default_study():
     assert all(0.3 <= v <= 1.0 for c in curves.values() for v in c)
 
 
+def test_first_trial_floor_is_the_chance_that_a_random_first_draw_reaches_the_target():
+    study = load_config(eff.CONFIG, ["search.groups=[trivial, C4]", "search.widths=[0.0625]"])
+    floor = eff.first_trial_floor(eff.CurveTable(_curves()), study, tolerance=0.01, draws=2000)
+    # only C4 (1/2) at an lr nearest 3e-3 (the top 0.5 ln 3 of the ln 10 log range: 0.239) reaches it
+    assert floor["p_first"] == pytest.approx(0.5 * 0.5 * math.log(3) / math.log(10), abs=0.03)
+    assert floor["earliest"] == 7                       # 0.95 - 0.3/e >= 0.9025 from epoch 7
+    assert floor["floor"] == 8 + 7 - 1
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     import ray
