@@ -165,6 +165,14 @@ class CurveTable:
         """Fraction of recorded configurations whose curve reaches best - tolerance."""
         return sum(max(c) >= self.best - tolerance for c in self.curves.values()) / len(self.curves)
 
+    def rank_correlation(self, epoch: int) -> float:
+        """Spearman correlation, over the recorded configurations, of the AUC at ``epoch`` with the
+        curve's best: how well an ASHA rung at ``epoch`` ranks configurations."""
+        from scipy.stats import spearmanr
+
+        curves = list(self.curves.values())
+        return float(spearmanr([c[epoch - 1] for c in curves], [max(c) for c in curves]).statistic)
+
     def curve(self, config: dict) -> list[float]:
         return self.curves[self.nearest(config)]
 
@@ -284,6 +292,7 @@ def replay(args) -> int:
     import ray
 
     from study.config import load_config
+    from study.leaderboard import rung_epochs
 
     study = load_config(CONFIG, args.set)
     curves = read_curves(Path(args.curves))
@@ -294,6 +303,9 @@ def replay(args) -> int:
           f"ASHA grace {study.tune.grace_period}, "
           f"reduction {study.tune.reduction_factor}, max_t {study.train.max_epochs}; "
           f"{args.reps} reps x {args.max_trials} trials at most", flush=True)
+    rungs = rung_epochs(study.tune.grace_period, study.tune.reduction_factor, study.train.max_epochs)[:-1]
+    print("rank correlation of the AUC at a rung with the curve's best: "
+          + ", ".join(f"epoch {e}: {table.rank_correlation(e):.2f}" for e in sorted({1, 2, *rungs})), flush=True)
     floor = first_trial_floor(table, study, args.tolerance)
     print(f"a random first trial reaches the target {floor['p_first']:.0%} of the time (earliest at "
           f"epoch {floor['earliest']}); so any strategy whose first trial is random needs more than "

@@ -51,6 +51,7 @@ def test_first_trial_floor_is_the_chance_that_a_random_first_draw_reaches_the_ta
     assert floor["p_first"] == pytest.approx(0.5 * 0.5 * math.log(3) / math.log(10), abs=0.03)
     assert floor["earliest"] == 7                       # 0.95 - 0.3/e >= 0.9025 from epoch 7
     assert floor["floor"] == 8 + 7 - 1
+    assert eff.CurveTable(_curves()).rank_correlation(1) == pytest.approx(1.0)   # same order every epoch
 
 
 @pytest.fixture(scope="module")
