@@ -7,6 +7,7 @@ come in ``settings`` (a plain dict of :class:`study.config.StudyConfig`).
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import ray
 from ray import tune
 
 from study.engine import CHECKPOINT_FILE, Split, Trainer, fit
+
+RAY_CHECKPOINT_LOGGER = "ray.train._internal.storage"   # checked against ray 2.60.0
 
 
 def train_trial(config: dict, *, settings: dict, data: dict) -> None:
@@ -23,6 +26,9 @@ def train_trial(config: dict, *, settings: dict, data: dict) -> None:
     from study.config import config_from_dict
     from study.space import run_spec
 
+    # Ray Train logs "Checkpoint successfully created at: ..." at INFO for every epoch of every
+    # trial (dozens of lines per study); the study's own table already says what was saved.
+    logging.getLogger(RAY_CHECKPOINT_LOGGER).setLevel(logging.WARNING)
     study = config_from_dict(settings)
     spec = run_spec(config, study)
     cpus = max(1, int(study.tune.cpus_per_trial))

@@ -250,6 +250,7 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(config, paths), scheduler=make_scheduler(config, paths),
             num_samples=config.tune.trials, max_concurrent_trials=config.tune.max_concurrent,
+            trial_name_creator=TrialName(config), trial_dirname_creator=trial_folder,
         ),
         run_config=tune.RunConfig(
             name=config.name, storage_path=paths.storage,
@@ -259,6 +260,26 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
             callbacks=[make_logger(config, paths, exp_id, parent_id)],
         ),
     )
+
+
+class TrialName:
+    """Tune's display name for a trial, the one MLflow gives its run: ``C4 w0.12 lr7e-04 wd1e-04 bs32``.
+
+    A class, not a closure: Tune pickles it with the experiment for ``--resume``.
+    """
+
+    def __init__(self, config: StudyConfig):
+        self.config = config
+
+    def __call__(self, trial) -> str:
+        from study.space import run_spec
+
+        return run_spec(trial.config, self.config).label()
+
+
+def trial_folder(trial) -> str:
+    """``train_trial_<id>``: Tune's default folder name spells the config out, weight decay as 0.0000."""
+    return f"train_trial_{trial.trial_id}"
 
 
 def load_arrays(dataset) -> dict:

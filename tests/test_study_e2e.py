@@ -50,6 +50,12 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
         assert len(steps) == expected and run.data.params["model"] in {"trivial", "C4", "D4"}
         assert run.info.run_name.startswith(run.data.params["model"])   # "C4 w0.10 lr3e-03 ..."
         assert 0.0 <= run.data.metrics["val_auc_micro"] <= 1.0
+    console = done.stdout + done.stderr
+    assert "Checkpoint successfully created" not in console          # Ray Train's INFO line per epoch
+    for run in runs:                                                   # Tune names trials as MLflow does
+        assert f"Trial {run.info.run_name} " in console, run.info.run_name
+    assert sorted(d.name for d in (tmp_path / "runs" / "t").glob("train_trial_*")) == sorted(
+        f"train_trial_{r.data.tags['trial_id']}" for r in runs)
 
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'runs' / 't.state' / 'optuna.db'}")
     states = [t.state for t in study.trials]
