@@ -36,7 +36,7 @@ def rung_column(metric: str, rung: int) -> str:
     return f"{metric.removeprefix('val_')}_at_{rung}"
 
 
-def scores_at_rungs(history: list[tuple[int, float]], rungs: list[int], mode: str) -> dict[int, float]:
+def scores_per_rung(history: list[tuple[int, float]], rungs: list[int], mode: str) -> dict[int, float]:
     """Best value within the first r epochs, for each rung r the trial reached (``(epoch, value)``)."""
     best = max if mode == "max" else min
     reached = max((epoch for epoch, _ in history), default=0)
@@ -54,7 +54,7 @@ def collect_trials(client, experiment_id: str, parent_run_id: str, metric: str, 
         at = {}
         if rungs:
             history = [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, metric)]
-            at = scores_at_rungs(history, list(rungs), mode)
+            at = scores_per_rung(history, list(rungs), mode)
         rows.append({
             "trial": run.info.run_name,
             **{k: _number(p.get(k)) for k in SPEC_PARAMS},

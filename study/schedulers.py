@@ -44,6 +44,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from common.atomic import atomic_file
+from study import tune_internals as internals
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ def snapshot_experiment(tune_controller) -> None:
     Schedulers receive Tune's controller behind a wrapper that whitelists a few methods;
     ``checkpoint`` is the controller's own public method, reached past the wrapper.
     """
-    controller = getattr(tune_controller, "_tune_controller", tune_controller)
-    controller.checkpoint(force=True, wait=True)
+    internals.tune_controller(tune_controller).checkpoint(force=True, wait=True)
 
 
 def read_state(state_file: str | os.PathLike) -> dict:
@@ -82,16 +82,16 @@ class PruningOptunaSearch(OptunaSearch):
         self.stop_file = stop_file
 
     def on_trial_result(self, trial_id: str, result: dict):
-        if trial_id not in self._completed_trials:
+        if trial_id not in internals.completed_trials(self):
             self._report(trial_id, result.get(self.metric), int(result.get("epoch", 0)))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials:
+        if trial_id in internals.completed_trials(self):
             return
-        self._completed_trials.add(trial_id)
+        internals.completed_trials(self).add(trial_id)
         if self._stored(trial_id).state.is_finished():   # told just before the driver died
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = internals.optuna_trials(self)[trial_id]
         if error:
             return self._tell(ot_trial, None, TrialState.FAIL)
         value, epoch = self._final_result(trial_id, result or {})
@@ -104,16 +104,17 @@ class PruningOptunaSearch(OptunaSearch):
     def restore(self, checkpoint_path: str):
         """Restore the snapshot, then fail the Optuna trials the snapshot does not know (orphans)."""
         super().restore(checkpoint_path)
-        known = {t._trial_id for t in self._ot_trials.values()}
-        for orphan in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if orphan._trial_id not in known:
-                optuna.Trial(self._ot_study, orphan._trial_id).set_user_attr(
+        study = self.optuna_study
+        known = {internals.storage_id(t) for t in internals.optuna_trials(self).values()}
+        for orphan in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if internals.storage_id(orphan) not in known:
+                optuna.Trial(study, internals.storage_id(orphan)).set_user_attr(
                     "interrupted", "proposed, then the driver died before Tune recorded the trial")
-                self._ot_study.tell(orphan.number, state=TrialState.FAIL)
+                study.tell(orphan.number, state=TrialState.FAIL)
 
     @property
     def optuna_study(self):
-        return self._ot_study
+        return internals.optuna_study(self)
 
     def _final_result(self, trial_id: str, result: dict) -> tuple[float | None, int]:
         """The stopping result as the scheduler recorded it, else the last result Tune passes."""
@@ -124,8 +125,8 @@ class PruningOptunaSearch(OptunaSearch):
 
     def _stored(self, trial_id: str) -> optuna.trial.FrozenTrial:
         """The trial as Optuna's storage holds it now (state, intermediate values)."""
-        ot_trial = self._ot_trials[trial_id]
-        return ot_trial.storage.get_trial(ot_trial._trial_id)
+        ot_trial = internals.optuna_trials(self)[trial_id]
+        return ot_trial.storage.get_trial(internals.storage_id(ot_trial))
 
     def _report(self, trial_id: str, value: float | None, epoch: int) -> None:
         """Record ``value`` at ``epoch`` unless Optuna has it already or the trial is finished."""
@@ -133,11 +134,11 @@ class PruningOptunaSearch(OptunaSearch):
             return
         stored = self._stored(trial_id)
         if not stored.state.is_finished() and epoch not in stored.intermediate_values:
-            self._ot_trials[trial_id].report(value, epoch)
+            internals.optuna_trials(self)[trial_id].report(value, epoch)
 
     def _tell(self, ot_trial, value, state) -> None:
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            self.optuna_study.tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. a NaN value: Optuna refuses it, the study goes on
             logger.warning("Optuna refused trial %s's outcome: %s", ot_trial.number, exc)
 
@@ -167,8 +168,8 @@ class PersistentASHA(ASHAScheduler):
             return self.STOP
         decision = super().on_trial_result(tune_controller, trial, result)
         if decision == self.STOP:
-            self._stopped[trial.trial_id] = {"epoch": int(result[self._time_attr]),
-                                             "value": float(result[self._metric])}
+            self._stopped[trial.trial_id] = {"epoch": int(result[internals.asha_time_attr(self)]),
+                                             "value": float(result[internals.asha_metric(self)])}
         self._save()
         return decision
 
@@ -183,7 +184,7 @@ class PersistentASHA(ASHAScheduler):
 
     def rungs(self) -> list[dict[str, dict[str, float]]]:
         """Per bracket: ``{milestone: {trial_id: metric}}``."""
-        return [{str(m): dict(rec) for m, rec in b._rungs} for b in self._brackets]
+        return [{str(m): dict(rec) for m, rec in bracket} for bracket in internals.asha_rung_lists(self)]
 
     def _save(self) -> None:
         with atomic_file(Path(self.state_file), "w") as fh:
@@ -195,6 +196,6 @@ class PersistentASHA(ASHAScheduler):
         self._loaded = True
         saved = read_state(self.state_file)
         self._stopped.update(saved.get(TRIAL_STOPPED, {}))
-        for bracket, rungs in zip(self._brackets, saved["rungs"]):
-            for milestone, recorded in bracket._rungs:
+        for bracket, rungs in zip(internals.asha_rung_lists(self), saved["rungs"]):
+            for milestone, recorded in bracket:
                 recorded.update(rungs.get(str(milestone), {}))

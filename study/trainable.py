@@ -7,16 +7,14 @@ come in ``settings`` (a plain dict of :class:`study.config.StudyConfig`).
 """
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 
 import ray
 from ray import tune
 
+from study import tune_internals as internals
 from study.engine import CHECKPOINT_FILE, Split, Trainer, fit
-
-RAY_CHECKPOINT_LOGGER = "ray.train._internal.storage"   # checked against ray 2.60.0
 
 
 def train_trial(config: dict, *, settings: dict, data: dict) -> None:
@@ -28,7 +26,7 @@ def train_trial(config: dict, *, settings: dict, data: dict) -> None:
 
     # Ray Train logs "Checkpoint successfully created at: ..." at INFO for every epoch of every
     # trial (dozens of lines per study); the study's own table already says what was saved.
-    logging.getLogger(RAY_CHECKPOINT_LOGGER).setLevel(logging.WARNING)
+    internals.quiet_checkpoint_logs()
     study = config_from_dict(settings)
     spec = run_spec(config, study)
     cpus = max(1, int(study.tune.cpus_per_trial))

@@ -106,7 +106,7 @@ def _asha(state_file):
                           reduction_factor=2, state_file=str(state_file))
 
 
-def test_asha_rungs_survive_a_restart(tmp_path):
+def test_asha_rung_lists_survive_a_restart(tmp_path):
     """A fresh ASHA reading the saved rungs stops the same weak trial the first one would have."""
     state = tmp_path / "asha.json"
     first = _asha(state)
@@ -158,10 +158,10 @@ def test_a_stopped_trials_early_score_is_never_ranked_against_a_later_rung():
     assert groups.loc["C4", "reached"] == "completed at epoch 8"
 
 
-def test_scores_at_rungs_need_the_rungs_epochs():
-    from study.leaderboard import rung_epochs, scores_at_rungs
+def test_scores_per_rung_need_the_rungs_epochs():
+    from study.leaderboard import rung_epochs, scores_per_rung
 
     assert rung_epochs(2, 2, 8) == [2, 4, 8] and rung_epochs(3, 3, 30) == [3, 9, 27, 30]
     history = [(1, 0.5), (2, 0.7), (3, 0.6)]
-    assert scores_at_rungs(history, [2, 4, 8], "max") == {2: 0.7}
-    assert scores_at_rungs(history, [2, 4], "min") == {2: 0.5}
+    assert scores_per_rung(history, [2, 4, 8], "max") == {2: 0.7}
+    assert scores_per_rung(history, [2, 4], "min") == {2: 0.5}
