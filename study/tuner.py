@@ -251,10 +251,6 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
             search_alg=make_searcher(config, paths), scheduler=make_scheduler(config, paths),
             num_samples=config.tune.trials, max_concurrent_trials=config.tune.max_concurrent,
             trial_name_creator=TrialName(config), trial_dirname_creator=trial_folder,
-            # one Ray actor runs trial after trial (torch, e2cnn and the data already loaded); the
-            # trainable seeds everything per trial. tests/test_study_e2e.py's 6-trial study:
-            # 120 s -> 74 s on 2 cores.
-            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=config.name, storage_path=paths.storage,
