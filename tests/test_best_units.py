@@ -50,15 +50,35 @@ def test_files_that_are_not_what_they_claim_are_usage_errors(predictor, tmp_path
 def test_rotation_robustness_of_an_invariant_model_is_zero_shift(predictor):
     from study.robustness import feature_orbits, orbit_variation, rotation_robustness
 
-    class MeanOfDisc(torch.nn.Module):   # logits from rotation-invariant statistics only
-        def forward(self, x):
-            return torch.stack([x.sum((1, 2, 3)) * 0, x.abs().sum((1, 2, 3)) * 0, x[:, 0, 0, 0] * 0], 1)
+    yy, xx = torch.meshgrid(torch.arange(33.0) - 16, torch.arange(33.0) - 16, indexing="ij")
+    radius = (xx ** 2 + yy ** 2).sqrt()
+    annuli = torch.stack([(radius < 5), (radius >= 5) & (radius < 10), (radius >= 10) & (radius < 15)])
+    quadrants = torch.stack([(xx < 0) & (yy < 0), (xx >= 0) & (yy < 0), (xx < 0) & (yy >= 0)])
+    weights = torch.randn(3, 3, generator=torch.Generator().manual_seed(1)) * 3
 
-    flat = Predictor(MeanOfDisc(), predictor.class_names, image_size=33, crop_fraction=1.0)
-    images = np.random.default_rng(2).normal(size=(6, 33, 33)).astype(np.float32)
-    out = rotation_robustness(flat, images, np.array([0, 1, 2, 0, 1, 2]))
-    assert out["rot_prob_shift_max"] == 0 and out["rot_pred_change"] == 0
-    assert {"rot_auc_micro", "rot_acc", "rot_confusion"} <= set(out)
+    class MeansOver(torch.nn.Module):   # logits = weights x mean brightness over three pixel masks
+        def __init__(self, masks):
+            super().__init__()
+            self.masks = masks.float()
+
+        def forward(self, x):
+            means = (x[:, :1] * self.masks).sum((2, 3)) / self.masks.sum((1, 2))
+            return means @ weights.T
+
+    # smooth off-centre sources, which a rotation carries from quadrant to quadrant
+    rng = np.random.default_rng(2)
+    images = np.stack([np.exp(-((xx.numpy() - cx) ** 2 + (yy.numpy() - cy) ** 2) / 8.0)
+                       for cx, cy in rng.uniform(-9, 9, size=(12, 2))]).astype(np.float32)
+    labels = np.arange(12) % 3
+    shifts = {}
+    for name, masks in (("annuli", annuli), ("quadrants", quadrants)):
+        model = Predictor(MeansOver(masks), predictor.class_names, image_size=33, crop_fraction=1.0)
+        shifts[name] = rotation_robustness(model, images, labels)
+    # annular means cannot see a rotation (up to the resampling); quadrant means can
+    assert shifts["annuli"]["rot_prob_shift_max"] < 0.05
+    assert shifts["quadrants"]["rot_prob_shift_mean"] > 10 * shifts["annuli"]["rot_prob_shift_mean"]
+    assert shifts["quadrants"]["rot_pred_change"] > 0
+    assert {"rot_auc_micro", "rot_acc", "rot_confusion"} <= set(shifts["annuli"])
     angles, orbits = feature_orbits(predictor, images[:2], step_deg=90)
     assert orbits.shape[:2] == (2, 5) and orbit_variation(np.ones((2, 5, 4))) == 0.0
     # C4: rotations by multiples of 90 degrees leave the invariant features unchanged (up to resampling)
