@@ -205,7 +205,7 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
     exp_id, parent_id, reused = tracking.open_parent_run(client, config.experiment, config.name, resume)
     if not reused:
         log_study_inputs(client, parent_id, config, dataset, paths)
-    tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume)
+    tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume, reuse_actors=not address)
     tuner.fit()
     tracking.check_delivered(paths.state / "outbox.jsonl", config.mlflow.tracking_uri, config.name)
     outcome = finish_study(client, config, exp_id, parent_id, paths)
@@ -234,7 +234,12 @@ def log_study_inputs(client, parent_id: str, config: StudyConfig, dataset, paths
     (paths.state / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, parent_id: str, resume: bool):
+def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, parent_id: str, resume: bool,
+                reuse_actors: bool = False):
+    """The study's ``Tuner``. ``reuse_actors``: one Ray actor runs trial after trial (torch, e2cnn
+    and the data stay loaded; the trainable seeds everything per trial). Only for a local
+    instance: on a cluster a reused actor keeps every later trial on its node, so trials would
+    not spread (tests/test_cluster_netns.py)."""
     from ray import tune
 
     from study.trainable import train_trial
@@ -251,6 +256,7 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
             search_alg=make_searcher(config, paths), scheduler=make_scheduler(config, paths),
             num_samples=config.tune.trials, max_concurrent_trials=config.tune.max_concurrent,
             trial_name_creator=TrialName(config), trial_dirname_creator=trial_folder,
+            reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=config.name, storage_path=paths.storage,
