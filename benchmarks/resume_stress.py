@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
-from conftest import as_sets, count_in_mlflow_db, finished_trials, local_ray_instance, run_cli, study_outcome, tiny_overrides  # noqa: E402
+from common.tiny_studies import as_sets, count_in_mlflow_db, finished_trials, local_ray_instance, run_cli, study_outcome, tiny_overrides  # noqa: E402
 
 os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
 

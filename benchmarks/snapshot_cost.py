@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from conftest import tiny_overrides  # noqa: E402
+from common.tiny_studies import tiny_overrides  # noqa: E402
 
 os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
 
@@ -57,7 +57,7 @@ def main() -> int:
 
     from data_io import simulate_dataset
     from study.config import load_config
-    from study.tuner import run_study
+    from study.search.tuner import run_study
 
     folder = Path(tempfile.mkdtemp(prefix="snapshot-cost-"))
     os.chdir(folder)

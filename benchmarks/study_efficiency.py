@@ -91,9 +91,10 @@ def record_one(cfg: dict) -> list[dict]:
     import torch
 
     from study.config import load_config
-    from study.engine import Split, Trainer, fit
-    from study.space import run_spec
-    from study.tuner import ensure_dataset
+    from study.engine.spec import Split
+    from study.engine.trainer import Trainer, fit
+    from study.search.space import run_spec
+    from study.search.preflight import ensure_dataset
 
     torch.set_num_threads(1)
     study = load_config(CONFIG)
@@ -111,7 +112,7 @@ def record(args) -> int:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from study.config import load_config
-    from study.tuner import ensure_dataset
+    from study.search.preflight import ensure_dataset
 
     study = load_config(CONFIG)
     ensure_dataset(study)    # simulate once, before the workers start
@@ -188,7 +189,7 @@ def first_trial_floor(table: CurveTable, study, tolerance: float, draws: int = 4
     """
     import optuna
 
-    from study.space import define_by_run
+    from study.search.space import define_by_run
 
     target = table.best - tolerance
     earliest = min(e for c in table.curves.values() for e, v in enumerate(c, 1) if v >= target)
@@ -215,8 +216,8 @@ def make_strategy(name: str, study, seed: int, tpe_startup: int = 10):
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from study.schedulers import PruningOptunaSearch
-    from study.space import define_by_run
+    from study.search.schedulers import PruningOptunaSearch
+    from study.search.space import define_by_run
 
     t = study.tune
     sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup)
@@ -292,7 +293,7 @@ def replay(args) -> int:
     import ray
 
     from study.config import load_config
-    from study.leaderboard import rung_epochs
+    from study.tracking.leaderboard import rung_epochs
 
     study = load_config(CONFIG, args.set)
     curves = read_curves(Path(args.curves))

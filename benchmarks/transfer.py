@@ -14,10 +14,10 @@ Makes two test sets of ``--per-class`` images per class (no_sub, cdm, vortex), a
   noise functions (``image_util.add_poisson`` / ``add_background``, then Poisson counts). The
   parameters are drawn here, independently of ``data_io.simulator``; only the dataset format
   (``DatasetWriter``) is shared. Its metadata has ``preset: null``, ``source: lenstronomy:model_i``,
-  the 150x150 shape and 0.05"/px, so ``study.evaluate``'s domain check compares geometry
+  the 150x150 shape and 0.05"/px, so ``study.final.evaluate``'s domain check compares geometry
   (it matches) and source (it differs: one warning line, by design).
 
-Then scores ``--model`` on both with ``study.evaluate.evaluate_dataset`` (metrics.json, ROC and
+Then scores ``--model`` on both with ``study.final.evaluate.evaluate_dataset`` (metrics.json, ROC and
 confusion plots in ``OUT/eval_ours``, ``OUT/eval_lenstronomy``) and prints AUC (micro and per
 class), accuracy and the gap ours - lenstronomy, with a percentile bootstrap 95% interval of
 the micro-AUC and accuracy gaps (the two sets resampled independently, stratified by class).
@@ -214,7 +214,7 @@ def make_our_set(out, per_class: int, seed: int) -> Path:
 def bootstrap_gap(a: tuple, b: tuple, n_classes: int, reps: int, seed: int) -> dict:
     """Percentile 95% intervals of ``metric(a) - metric(b)`` for micro AUC and accuracy;
     ``a``, ``b`` = ``(probs, labels)``, each resampled with replacement within each class."""
-    from study.metrics import micro_auc
+    from study.engine.metrics import micro_auc
 
     rng = np.random.default_rng(seed)
 
@@ -280,7 +280,8 @@ def run(args) -> int:
         raise UsageError(f"output folder {out} is not empty; choose a new --out")
     import torch
 
-    from study.evaluate import evaluate_dataset, load_model
+    from study.final.evaluate import evaluate_dataset
+    from study.final.weights import load_model
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     predictor = load_model(args.model, tracking_uri=args.tracking_uri)

@@ -3,7 +3,7 @@ the CPU path of the rotation augmentation.
 
 Each kernel is one pass over the pixels with no array temporaries; the maths is that of the
 numpy reference functions in ``data_io.profiles`` (which the tests check against lenstronomy),
-and ``tests/test_data_kernels.py`` checks the kernels against those references.
+and ``tests/data_io/test_data_kernels.py`` checks the kernels against those references.
 
 Randomness comes only from the ``numpy.random.Generator`` passed in (numba draws from its bit
 generator, advancing the caller's stream), so results are a pure function of the seed.

@@ -31,24 +31,52 @@ class Preprocess:
         images = np.asarray(images_np)
         if images.ndim != 3:
             raise ValueError(f"expected images [N, H, W], got shape {images.shape}")
-        h, w = images.shape[-2:]
-        ch, cw = max(1, round(h * self.crop_fraction)), max(1, round(w * self.crop_fraction))
-        top, left = (h - ch) // 2, (w - cw) // 2
+        top, left, ch, cw = crop_box(images.shape[-2:], self.crop_fraction)
         # one copy of the crop: the source may be a read-only memory-mapped view
         crop = np.array(images[:, top:top + ch, left:left + cw], dtype=np.float32, copy=True)
-        x = torch.from_numpy(crop)[:, None]
-        inner = self.target_size - 1
-        if (ch, cw) != (inner, inner):
-            x = F.interpolate(x, size=(inner, inner), mode="bilinear", align_corners=False,
-                              antialias=True)
-        if self.normalise:
-            mean = x.mean(dim=(2, 3), keepdim=True)
-            std = x.std(dim=(2, 3), keepdim=True)
-            x = (x - mean) / (std + 1e-6)
-        return F.pad(x, (0, 1, 0, 1)).contiguous()
+        return resize_normalise_pad(torch.from_numpy(crop)[:, None], self.target_size,
+                                    self.normalise).contiguous()
+
+    def module(self, image_shape: tuple[int, int]) -> "PreprocessModule":
+        """The same preprocessing as an ``nn.Module`` on raw images ``[B, H, W]`` of one shape
+        (what the exported raw-image classifier runs in front of the network)."""
+        return PreprocessModule(tuple(image_shape), self.target_size, self.crop_fraction, self.normalise)
 
     def __call__(self, image_np) -> torch.Tensor:
         return self.batch(np.asarray(image_np)[None])[0]
+
+
+def crop_box(shape: tuple[int, int], crop_fraction: float) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the central crop of an ``[H, W]`` image."""
+    h, w = shape
+    ch, cw = max(1, round(h * crop_fraction)), max(1, round(w * crop_fraction))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def resize_normalise_pad(x: torch.Tensor, target_size: int, normalise: bool = True) -> torch.Tensor:
+    """Cropped images ``[N, 1, h, w]`` -> ``[N, 1, S, S]``: resize to S-1, normalise, pad to S."""
+    inner = target_size - 1
+    if tuple(x.shape[-2:]) != (inner, inner):
+        x = F.interpolate(x, size=(inner, inner), mode="bilinear", align_corners=False, antialias=True)
+    if normalise:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        x = (x - mean) / (x.std(dim=(2, 3), keepdim=True) + 1e-6)
+    return F.pad(x, (0, 1, 0, 1))
+
+
+class PreprocessModule(torch.nn.Module):
+    """:class:`Preprocess` as a module: raw images ``[B, H, W]`` -> ``[B, 1, S, S]`` (exportable)."""
+
+    def __init__(self, image_shape: tuple[int, int], target_size: int, crop_fraction: float,
+                 normalise: bool = True):
+        super().__init__()
+        self.box = crop_box(image_shape, crop_fraction)
+        self.target_size, self.normalise = int(target_size), bool(normalise)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, left, ch, cw = self.box
+        return resize_normalise_pad(x[:, None, top:top + ch, left:left + cw], self.target_size,
+                                    self.normalise)
 
 
 class LensImageDataset(torch.utils.data.Dataset):

@@ -1,7 +1,7 @@
 """Lens and light profiles on flattened pixel grids, in lenstronomy's conventions.
 
 All angles are in arcseconds. Each function is vectorised over the coordinate arrays and
-matches the lenstronomy profile named in its docstring (checked in ``tests/test_data_physics.py``).
+matches the lenstronomy profile named in its docstring (checked in ``tests/data_io/test_data_physics.py``).
 
 Ellipticity convention (lenstronomy's ``param_util``): ``phi = arctan2(e2, e1) / 2``,
 ``|e| = sqrt(e1^2 + e2^2)``, axis ratio ``q = (1 - |e|) / (1 + |e|)``.

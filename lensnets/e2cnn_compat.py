@@ -5,7 +5,7 @@
    one module a numpy whose ``array(..., copy=False)`` means ``asarray`` (numpy 1 semantics).
 2. ``e2cnn.nn.init.generalized_he_init`` loops in Python over every weight (about 2 s for one
    48 -> 96 field C8 layer). :func:`he_init_uniform_fields` computes the same variances from a
-   one-field layer (exactly equal: see ``tests/test_lensnets_layers.py``).
+   one-field layer (exactly equal: see ``tests/lensnets/test_lensnets_export.py``).
 3. ``BlocksBasisExpansion`` keeps the slice bounds of contiguous blocks as lists of 0-d tensors
    and reads them with ``.item()`` on every forward; fake tensors (the memory estimate in
    ``lensnets.memory``) cannot. :func:`plain_slice_bounds` turns them into Python ints.

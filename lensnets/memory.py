@@ -6,7 +6,7 @@ tensor storage an operation creates and subtracts them when the storage is freed
 the second step (when the optimiser state exists) is the step's peak. By default the step runs
 on fake tensors (``torch._subclasses.FakeTensorMode``): every operation allocates the same
 storages as a real step, but no pixel is computed, so a D8 width-1 step at batch 64 takes well
-under a second and no memory. ``tests/test_lensnets_memory.py`` checks that fake and real steps
+under a second and no memory. ``tests/lensnets/test_lensnets_memory.py`` checks that fake and real steps
 give the same bytes. What this does not see: kernel workspaces inside a backend (oneDNN on CPU,
 cuDNN on CUDA) and the CUDA caching allocator's rounding and fragmentation; on CUDA
 :func:`measure_cuda_step` reads ``torch.cuda.max_memory_allocated`` of a real step instead.
@@ -216,7 +216,7 @@ def estimate_train_memory(model: torch.nn.Module, *, memory_mode: str = "plain",
 
     The true peak is close to linear but not exactly (where the high-water mark falls can move
     between layers as the batch grows), so callers that must fit check the size they pick with
-    :func:`measure_train_step` (``study.memory_plan`` does).
+    :func:`measure_train_step` (``study.engine.memory_plan`` does).
     """
     low, high = sorted(batches)
     peaks = dict(known or {})

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted study: finished trials are kept, unfinished ones resume")
     p.set_defaults(func=run_tune)
-    from study import best_cli, verdict_cli
+    from study.final import best_cli
+    from study.verdict import cli as verdict_cli
 
     best_cli.register(subparsers)
     verdict_cli.register(subparsers)
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     from study.config import load_config
-    from study.tuner import run_study
+    from study.search.tuner import run_study
 
     overrides = list(args.overrides)
     if args.name:
@@ -46,7 +47,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def print_summary(outcome) -> None:
-    from study.leaderboard import MATCHED_NOTE, by_group, markdown, matched_order, rung_columns
+    from study.tracking.leaderboard import MATCHED_NOTE, by_group, markdown, matched_order, rung_columns
 
     config, trials = outcome.config, outcome.trials
     metric, mode = config.tune.metric, config.tune.mode
@@ -58,7 +59,7 @@ def print_summary(outcome) -> None:
     print(MATCHED_NOTE.format(metric=metric) + "\n")
     print(markdown(shown.head(15)))
     print(markdown(by_group(trials, mode)))
-    from study.tracking import redact
+    from study.tracking.mlflow_store import redact
 
     uri = redact(config.mlflow.tracking_uri)
     print(f"MLflow: {uri}  experiment {config.experiment!r} (id {outcome.experiment_id}), "

@@ -17,10 +17,9 @@ from typing import Any
 import yaml
 
 from common.errors import UsageError
-from lensnets.config import MEMORY_MODES
+from lensnets.config import MEMORY_MODES, MODEL_NAMES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
-KNOWN_MODELS = ("trivial", "C2", "C4", "C8", "C16", "D1", "D2", "D4", "D8", "resnet18")
 MEMORY_CHOICES = ("auto",) + MEMORY_MODES   # auto: lean on CUDA, plain on CPU
 METRICS = ("val_auc_micro", "val_auc_macro", "val_acc", "val_loss")
 
@@ -259,10 +258,10 @@ def validate(config: StudyConfig) -> None:
 
 def _check_search(s: SearchConfig) -> None:
     if not s.groups:
-        raise UsageError("search.groups is empty; list at least one of " + ", ".join(KNOWN_MODELS))
+        raise UsageError("search.groups is empty; list at least one of " + ", ".join(MODEL_NAMES))
     for g in s.groups:
-        if g not in KNOWN_MODELS:
-            raise UsageError(f"search.groups: unknown group {g!r}; choose from {', '.join(KNOWN_MODELS)}")
+        if g not in MODEL_NAMES:
+            raise UsageError(f"search.groups: unknown group {g!r}; choose from {', '.join(MODEL_NAMES)}")
     if len(set(s.groups)) != len(s.groups):
         raise UsageError("search.groups lists a group twice; list each once")
     if not s.widths or any(not (w > 0 and math.isfinite(w)) for w in s.widths):

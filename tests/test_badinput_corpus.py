@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import local_ray_instance, run_cli, tiny_overrides
-from data_fixtures import write_model_fj, write_model_i
+from common.tiny_studies import local_ray_instance, run_cli, tiny_overrides
+from tests.data_fixtures import write_model_fj, write_model_i
 
 NAME = "bad"
 

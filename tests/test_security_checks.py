@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+from common.tiny_studies import ROOT
 
 PRODUCT = sorted(p for d in ("common", "data_io", "lensnets", "study") for p in (ROOT / d).rglob("*.py")) \
     + [ROOT / "run_study.py"] + sorted((ROOT / "benchmarks").glob("*.py"))
@@ -81,7 +81,7 @@ def test_opt_in_pickle_is_guarded_by_the_flag():
 def test_mlflow_ui_commands_bind_to_localhost(capsys):
     from study.cli import print_summary
     from study.config import load_config
-    from study.tuner import StudyOutcome
+    from study.search.tuner import StudyOutcome
 
     board = pd.DataFrame({"trial": ["C4 w0.10"], "status": ["completed"], "epochs": [2], "best": [0.9],
                           "model": ["C4"], "run_id": ["r1"]})
@@ -133,7 +133,7 @@ def test_local_ray_uses_token_auth_and_no_dashboard(tmp_path):
     (Ray 2.60's gRPC ports listen on every interface; the token is what keeps others out.)"""
     probe = (
         "import ray\n"
-        "from study.tuner import start_ray\n"
+        "from study.search.tuner import start_ray\n"
         "start_ray(None)\n"
         "from ray._private.authentication.authentication_utils import is_token_auth_enabled\n"
         "print('TOKEN', is_token_auth_enabled())\n"
@@ -154,7 +154,7 @@ def test_local_ray_uses_token_auth_and_no_dashboard(tmp_path):
 
 def test_credentials_are_masked_wherever_a_uri_is_shown():
     from common.errors import UsageError
-    from study.tracking import connect, redact
+    from study.tracking.mlflow_store import connect, redact
 
     assert redact("https://bob:tok3n@mlflow.example/path") == "https://bob:***@mlflow.example/path"
     assert redact("https://tok3n@mlflow.example") == "https://***@mlflow.example"   # a bare token

@@ -1,0 +1,201 @@
+"""Optuna search and ASHA scheduling, fixed where Tune's defaults mislead or forget.
+
+Two corrections to Ray Tune 2.60's stock classes:
+
+1. :class:`PruningOptunaSearch`: when ASHA stops a trial, stock ``OptunaSearch`` tells Optuna the
+   trial COMPLETED with its early value, so TPE treats a 1-epoch score as a finished one. Here a
+   trial that ends before ``max_epochs`` without an error is told as PRUNED, with every epoch's
+   value as an intermediate value (Tune does not pass the stopping result to the searcher, so it
+   is added here), which is what TPE uses for pruned trials.
+2. :class:`PersistentASHA`: ``Tuner.restore`` rebuilds the scheduler empty, forgetting the rungs.
+   This ASHA writes its rungs, and every trial it stopped, to a JSON file after every decision and
+   reads them back when it starts, so a resumed study stops the same trials an uninterrupted one would.
+
+Surviving a SIGKILLed driver. Tune restores a study from its last experiment snapshot (trial list,
+searcher state), which can be older than what the driver did just before it died: a trial stopped,
+a result logged, a trial proposed. The rules that make ``--resume`` land where the study was:
+
+- a trial is never started before a snapshot lists it (:meth:`PersistentASHA.choose_trial_to_run`),
+  so no trial the restored study forgot has rungs, MLflow runs or checkpoints; only its Optuna
+  trial can be left RUNNING, and :meth:`PruningOptunaSearch.restore` marks that FAIL;
+- a snapshot is written before each result is handled, and Tune keeps two checkpoints per trial,
+  so the checkpoint a snapshot names still exists when the study is restored;
+- a restored trial first re-reports the epoch of its checkpoint (``study.search.trainable``); a trial
+  this scheduler had stopped is stopped again right there, and every consumer (rungs, Optuna,
+  MLflow) ignores an epoch it has already recorded;
+- the stopping result (epoch, value) is kept in the state file, so Optuna is told the same
+  outcome even when the driver died between the decision and telling Optuna.
+
+ASHA's rule (Li et al. 2020): with grace period ``g`` and reduction factor ``eta``, rungs sit at
+``g * eta**k`` epochs; a trial reaching a rung is stopped if its metric is below the
+``1 - 1/eta`` quantile of the values recorded at that rung so far.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from common.atomic import atomic_file
+from study.search import tune_internals as internals
+
+logger = logging.getLogger(__name__)
+
+
+TRIAL_STOPPED = "stopped"   # key of the state file's {trial id: {"epoch": e, "value": v}} record
+
+
+def snapshot_experiment(tune_controller) -> None:
+    """Make Tune write its experiment snapshot (trials, searcher state) to storage now, and wait.
+
+    Schedulers receive Tune's controller behind a wrapper that whitelists a few methods;
+    ``checkpoint`` is the controller's own public method, reached past the wrapper.
+    """
+    internals.tune_controller(tune_controller).checkpoint(force=True, wait=True)
+
+
+def read_state(state_file: str | os.PathLike) -> dict:
+    """The scheduler's state file: ``{"rungs": [...], "stopped": {...}}`` (empty when absent)."""
+    path = Path(state_file)
+    if not path.exists():
+        return {"rungs": [], TRIAL_STOPPED: {}}
+    return json.loads(path.read_text())
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that records early-stopped trials as PRUNED and survives a driver restart.
+
+    Intermediate values are keyed by epoch (not Tune's ``training_iteration``, which a restored
+    trial's re-report advances), and a trial Optuna has already been told about is never told again.
+    """
+
+    def __init__(self, *args, max_epochs: int, stop_file: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+        self.stop_file = stop_file
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if trial_id not in internals.completed_trials(self):
+            self._report(trial_id, result.get(self.metric), int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in internals.completed_trials(self):
+            return
+        internals.completed_trials(self).add(trial_id)
+        if self._stored(trial_id).state.is_finished():   # told just before the driver died
+            return
+        ot_trial = internals.optuna_trials(self)[trial_id]
+        if error:
+            return self._tell(ot_trial, None, TrialState.FAIL)
+        value, epoch = self._final_result(trial_id, result or {})
+        # Tune withholds the result that triggered the STOP from the searcher: record it here.
+        self._report(trial_id, value, epoch)
+        if value is None or epoch < self.max_epochs:
+            return self._tell(ot_trial, None, TrialState.PRUNED)
+        self._tell(ot_trial, value, TrialState.COMPLETE)
+
+    def restore(self, checkpoint_path: str):
+        """Restore the snapshot, then fail the Optuna trials the snapshot does not know (orphans)."""
+        super().restore(checkpoint_path)
+        study = self.optuna_study
+        known = {internals.storage_id(t) for t in internals.optuna_trials(self).values()}
+        for orphan in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if internals.storage_id(orphan) not in known:
+                optuna.Trial(study, internals.storage_id(orphan)).set_user_attr(
+                    "interrupted", "proposed, then the driver died before Tune recorded the trial")
+                study.tell(orphan.number, state=TrialState.FAIL)
+
+    @property
+    def optuna_study(self):
+        return internals.optuna_study(self)
+
+    def _final_result(self, trial_id: str, result: dict) -> tuple[float | None, int]:
+        """The stopping result as the scheduler recorded it, else the last result Tune passes."""
+        stopped = read_state(self.stop_file).get(TRIAL_STOPPED, {}) if self.stop_file else {}
+        if trial_id in stopped:
+            return stopped[trial_id]["value"], int(stopped[trial_id]["epoch"])
+        return result.get(self.metric), int(result.get("epoch", 0))
+
+    def _stored(self, trial_id: str) -> optuna.trial.FrozenTrial:
+        """The trial as Optuna's storage holds it now (state, intermediate values)."""
+        ot_trial = internals.optuna_trials(self)[trial_id]
+        return ot_trial.storage.get_trial(internals.storage_id(ot_trial))
+
+    def _report(self, trial_id: str, value: float | None, epoch: int) -> None:
+        """Record ``value`` at ``epoch`` unless Optuna has it already or the trial is finished."""
+        if value is None or epoch < 1 or math.isnan(value):
+            return
+        stored = self._stored(trial_id)
+        if not stored.state.is_finished() and epoch not in stored.intermediate_values:
+            internals.optuna_trials(self)[trial_id].report(value, epoch)
+
+    def _tell(self, ot_trial, value, state) -> None:
+        try:
+            self.optuna_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # e.g. a NaN value: Optuna refuses it, the study goes on
+            logger.warning("Optuna refused trial %s's outcome: %s", ot_trial.number, exc)
+
+
+class PersistentASHA(ASHAScheduler):
+    """ASHA whose rungs and stopped trials survive a driver restart (kept in ``state_file``)."""
+
+    def __init__(self, *args, state_file: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state_file = str(state_file)
+        self._loaded = False
+        self._stopped: dict[str, dict] = {}
+        self._listed: set[str] = set()    # trials a snapshot of this driver session lists
+
+    def choose_trial_to_run(self, tune_controller):
+        trial = super().choose_trial_to_run(tune_controller)
+        if trial is not None and trial.trial_id not in self._listed:
+            snapshot_experiment(tune_controller)   # no trial runs before Tune's snapshot lists it
+            self._listed.add(trial.trial_id)
+        return trial
+
+    def on_trial_result(self, tune_controller, trial, result):
+        self._load_once()
+        if tune_controller is not None:
+            snapshot_experiment(tune_controller)   # names the trial's previous checkpoint, still kept
+        if trial.trial_id in self._stopped:        # stopped before the driver was interrupted
+            return self.STOP
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == self.STOP:
+            self._stopped[trial.trial_id] = {"epoch": int(result[internals.asha_time_attr(self)]),
+                                             "value": float(result[internals.asha_metric(self)])}
+        self._save()
+        return decision
+
+    def on_trial_add(self, tune_controller, trial):
+        self._load_once()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        self._load_once()
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save()
+
+    def rungs(self) -> list[dict[str, dict[str, float]]]:
+        """Per bracket: ``{milestone: {trial_id: metric}}``."""
+        return [{str(m): dict(rec) for m, rec in bracket} for bracket in internals.asha_rung_lists(self)]
+
+    def _save(self) -> None:
+        with atomic_file(Path(self.state_file), "w") as fh:
+            json.dump({"rungs": self.rungs(), TRIAL_STOPPED: self._stopped}, fh)
+
+    def _load_once(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        saved = read_state(self.state_file)
+        self._stopped.update(saved.get(TRIAL_STOPPED, {}))
+        for bracket, rungs in zip(internals.asha_rung_lists(self), saved["rungs"]):
+            for milestone, recorded in bracket:
+                recorded.update(rungs.get(str(milestone), {}))

@@ -1,0 +1,56 @@
+"""The Tune function trainable: one trial = build, restore if checkpointed, one report per epoch.
+
+The dataset arrives through Ray's object store (``tune.with_parameters``): the driver puts the
+train and validation arrays there once, each node holds one copy, and every trial on that node
+reads them zero-copy. The trial's sampled values come in ``config``; the study's fixed settings
+come in ``settings`` (a plain dict of :class:`study.config.StudyConfig`).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from study.search import tune_internals as internals
+from study.engine.checkpoint import CHECKPOINT_FILE
+from study.engine.spec import Split
+from study.engine.trainer import Trainer, fit
+
+
+def train_trial(config: dict, *, settings: dict, data: dict) -> None:
+    """Train one sampled configuration, reporting validation metrics and a checkpoint each epoch."""
+    import torch
+
+    from study.config import config_from_dict
+    from study.search.space import run_spec
+
+    # Ray Train logs "Checkpoint successfully created at: ..." at INFO for every epoch of every
+    # trial (dozens of lines per study); the study's own table already says what was saved.
+    internals.quiet_checkpoint_logs()
+    study = config_from_dict(settings)
+    spec = run_spec(config, study)
+    cpus = max(1, int(study.tune.cpus_per_trial))
+    torch.set_num_threads(cpus)
+    trainer = Trainer(spec, data["class_names"])
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load(Path(folder) / CHECKPOINT_FILE)
+
+    node = ray.get_runtime_context().get_node_id()
+    if trainer.history:
+        # Restored: first say where this trial stands. After a driver restart the scheduler may
+        # have stopped it at this epoch already (study.search.schedulers); consumers skip known epochs.
+        tune.report({**trainer.history[-1], "node_id": node, "restored": True})
+
+    def report(record: dict) -> None:
+        record = {**record, "node_id": node}
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(Path(folder) / CHECKPOINT_FILE)
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train = Split(data["train_images"], data["train_labels"])
+    val = Split(data["val_images"], data["val_labels"])
+    fit(trainer, train, val, until_epoch=spec.max_epochs, on_epoch=report)

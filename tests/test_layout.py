@@ -1,0 +1,76 @@
+"""The house rules a newcomer relies on: study/ in rooms that import one way, modules that fit an
+afternoon's reading, one list of model names, and a README whose paths exist."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from common.tiny_studies import ROOT
+
+#: study's rooms, each allowed to import only the ones before it
+ROOMS = ("config", "engine", "tracking", "search", "final", "verdict", "cli")
+MAX_LINES = 300
+
+
+def _study_modules() -> list[Path]:
+    return sorted((ROOT / "study").rglob("*.py"))
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "study" and len(parts) > 1 else None
+
+
+def test_rooms_import_one_way():
+    backward = []
+    for path in _study_modules():
+        here = _room(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("study."):
+                there = _room(node.module)
+                if there != here and ROOMS.index(there) > ROOMS.index(here):
+                    backward.append(f"{path.relative_to(ROOT)} imports {node.module}")
+    assert not backward, "imports against the room order " + " < ".join(ROOMS) + ": " + "; ".join(backward)
+
+
+def test_every_room_says_what_lives_there_and_no_module_is_long():
+    for room in ROOMS[1:-1]:
+        doc = ast.get_docstring(ast.parse((ROOT / "study" / room / "__init__.py").read_text()))
+        assert doc and len(doc) > 100, f"study/{room}/__init__.py needs a docstring saying what lives there"
+    long = {str(p.relative_to(ROOT)): n for p in _study_modules()
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_best_and_evaluate_do_not_import_ray_tune():
+    import subprocess
+    import sys
+
+    code = ("import sys; import study.final.best_cli, study.final.evaluate, study.final.best_job; "
+            "print(sorted(m for m in sys.modules if m.startswith(('ray.tune', 'optuna'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_study_accepts_exactly_the_model_names_lensnets_owns():
+    from common.errors import UsageError
+    from lensnets.config import MODEL_NAMES
+    from study.config import load_config
+
+    config = load_config(None, [f"search.groups=[{', '.join(MODEL_NAMES)}]"])
+    assert tuple(config.search.groups) == MODEL_NAMES
+    with pytest.raises(UsageError, match="choose from " + ", ".join(MODEL_NAMES)):
+        load_config(None, ["search.groups=[C5]"])
+
+
+def test_every_path_the_readme_names_exists():
+    text = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"(?<![\w/.-])((?:study|lensnets|data_io|common|tests|benchmarks|configs)"
+                           r"/[\w./*-]*[\w/*])", text))
+    # study/config.yaml, study/dataset.json: artifact paths inside an MLflow run, not files here
+    code = {p for p in named if p.endswith((".py", "/")) or not p.startswith("study/")}
+    missing = sorted(p for p in code if not list(ROOT.glob(p.rstrip("/"))))
+    assert not missing, f"README names paths that do not exist: {missing}"
