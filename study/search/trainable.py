@@ -46,7 +46,8 @@ def train_trial(config: dict, *, settings: dict, data: dict) -> None:
         tune.report({**trainer.history[-1], "node_id": node, "restored": True})
 
     def report(record: dict) -> None:
-        record = {**record, "node_id": node}
+        # the study metric first: Tune's live table shows the first four metrics of a result
+        record = {study.tune.metric: record[study.tune.metric], **record, "node_id": node}
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / CHECKPOINT_FILE)
             tune.report(record, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -15,7 +15,9 @@ What, under which private name, and what for:
 - ``optuna.Trial._trial_id`` / ``FrozenTrial._trial_id``: a trial's row in Optuna's storage;
 - ASHA's ``_brackets`` and each bracket's ``_rungs``, ``_time_attr``, ``_metric``: the rungs
   kept on disk across driver restarts;
-- the logger ``ray.train._internal.storage``: its "Checkpoint successfully created" INFO line.
+- the logger ``ray.train._internal.storage``: its "Checkpoint successfully created" INFO line;
+- ``ray.tune.experimental.output._render_table_item``: the console's float format in a trial's
+  start and result blocks (``.5f``, so a weight decay of 1e-6 printed as ``0.``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import logging
 CHECKED_AGAINST = {"ray": "2.60.0", "optuna": "5.1.0"}
 
 RAY_CHECKPOINT_LOGGER = "ray.train._internal.storage"   # logs "Checkpoint successfully created"
+RAY_CONSOLE_OUTPUT = "ray.tune.experimental.output"      # renders the console's tables
 
 
 # ----------------------------------------------------------------------------- Ray Tune
@@ -50,6 +53,24 @@ def asha_metric(scheduler) -> str:
 def quiet_checkpoint_logs() -> None:
     """Silence Ray Train's INFO line per saved checkpoint (one per epoch per trial)."""
     logging.getLogger(RAY_CHECKPOINT_LOGGER).setLevel(logging.WARNING)
+
+
+def readable_console_floats() -> None:
+    """Tune's start and result blocks print floats with 4 significant digits (``1e-05``,
+    ``0.9695``) instead of 5 decimals (``0.00001``, and ``0.`` for anything below 5e-6)."""
+    output = importlib.import_module(RAY_CONSOLE_OUTPUT)
+    render = output._render_table_item
+    if getattr(render, "readable_floats", False):
+        return
+
+    def render_table_item(key, item, prefix=""):
+        if isinstance(item, float):
+            yield prefix + key, f"{item:.4g}"
+        else:
+            yield from render(key, item, prefix)
+
+    render_table_item.readable_floats = True
+    output._render_table_item = render_table_item
 
 
 # ----------------------------------------------------------------------------- Optuna via Tune
@@ -109,6 +130,8 @@ def check(search=None, scheduler=None, optuna_trial=None) -> list[str]:
             missing(bracket, ("_rungs",), "ASHA _Bracket")
     if optuna_trial is not None:
         missing(optuna_trial, ("_trial_id",), "optuna.Trial")
+    output = importlib.import_module(RAY_CONSOLE_OUTPUT)
+    missing(output, ("_render_table_item", "_get_dict_as_table_data"), RAY_CONSOLE_OUTPUT)
     try:
         source = importlib.import_module(RAY_CHECKPOINT_LOGGER)
         if "Checkpoint successfully created" not in open(source.__file__).read():

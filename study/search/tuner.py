@@ -17,6 +17,7 @@ from common.errors import UsageError
 from study.config import StudyConfig
 from study.search.preflight import (StudyPaths, check_models, check_resources, ensure_dataset,
                                     local_resources, pick_name)
+from study.search import tune_internals as internals
 from study.search.ray_start import start_ray
 
 DATA_KEYS = ("train", "val")
@@ -58,6 +59,7 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
     if not reused:
         log_study_inputs(client, parent_id, config, dataset, paths)
     tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume, reuse_actors=not address)
+    internals.readable_console_floats()   # 1e-05, not 0.00001, in trial start/result blocks
     tuner.fit()
     tracking.check_delivered(paths.state / "outbox.jsonl", config.mlflow.tracking_uri, config.name)
     outcome = finish_study(client, config, exp_id, parent_id, paths)

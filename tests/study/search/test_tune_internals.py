@@ -55,3 +55,15 @@ def test_checkpoint_logger_is_silenced():
         assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.WARNING)
     finally:
         logger.setLevel(before)
+
+
+def test_console_blocks_print_a_small_weight_decay_in_scientific_notation():
+    from ray.tune.experimental import output
+
+    config = {"model": "C4", "lr": 7.3e-4, "weight_decay": 1.2e-6, "batch_size": 32}
+    if not getattr(output._render_table_item, "readable_floats", False):   # not yet installed here
+        assert dict(output._get_dict_as_table_data(config))["weight_decay"] == "0."   # Ray by itself
+    internals.readable_console_floats()
+    internals.readable_console_floats()                 # twice is once
+    shown = dict(output._get_dict_as_table_data(config))
+    assert (shown["weight_decay"], shown["lr"], shown["batch_size"], shown["model"]) == ("1.2e-06", "0.00073", 32, "C4")
