@@ -15,7 +15,7 @@ seeded (0 .. n-1) and the same for every group; batch-norm running statistics ar
 unrotated images (one train-mode pass, cumulative average); width mode ``channels`` so every
 group has the same channels per block. The 90-degree column is exact for C4 and above.
 
-    python benchmarks/invariance.py                     # 65 px, width 0.25, seeds 0,1: ~1 min
+    python benchmarks/invariance.py                     # 65 px, width 0.25, seeds 0,1: ~1.5 min
     python benchmarks/invariance.py --size 37 --width 0.125 --markdown
 """
 from __future__ import annotations

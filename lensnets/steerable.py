@@ -11,7 +11,9 @@ Body (the seed's; sizes for a 129-px input):
 Every feature map is a stack of regular fields: rotating (or flipping, for D_N) the input by
 g in G moves each map spatially by g and cyclically permutes the |G| channels of every field,
 f(g x) = rho_reg(g) f(x). Group pooling (max over a field's channels) removes the permutation.
-Heads:
+SO2/O2 (``lensnets.band``): fields are band-limited (irreps 0..F), a rotation acts on each
+field's irreps by their rotation matrices; blocks are R2Conv -> band batch norm -> ReLU /
+norm-ReLU, and norm pooling (one norm per irrep) replaces group pooling. Heads:
 
 - ``invariant`` (default): global average over space, then Linear(F6, 64) -> ELU -> Linear.
   Both poolings are invariant, so logits(g x) = logits(x) exactly for rot90/flips (float

@@ -42,14 +42,14 @@ def test_all_modes_agree_on_the_seed_group():
 
 
 def test_params_mode_keeps_parameter_counts_within_two_percent():
-    """Finite groups within 2%; SO2/O2 within 4% (their heads get one input per irrep, 3-4 per
+    """Finite groups within 2%; SO2/O2 within 3% (measured 2.3%; their heads get one input per irrep, 3-4 per
     field, and batch norm and norm-ReLU have 2 parameters per irrep: 6-8 per field, not 2)."""
     from lensnets.steerable import steerable_param_count
     counts = {g: steerable_param_count(ModelConfig(name=g, width=0.5, width_mode="params", input_size=33))
               for g in GROUPS}
     finite = [n for g, n in counts.items() if g not in ("SO2", "O2")]
     assert max(finite) / min(finite) < 1.02, counts
-    assert max(counts.values()) / min(counts.values()) < 1.04, counts
+    assert max(counts.values()) / min(counts.values()) < 1.03, counts
 
 
 def test_round_trip_and_unknown_keys():
