@@ -13,6 +13,7 @@ Steerable and plain steps alternate (ABAB...) so background load hits both alike
     python benchmarks/models.py              # --quick: 3 models x 65 and 129 px, a minute or two
     python benchmarks/models.py --full       # more groups and widths
     python benchmarks/models.py --threads 2 --channels-last
+    python benchmarks/models.py --models SO2:0.25,O2:0.25   # chosen group:width pairs
 """
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", default=True, help="default: 3 models")
     mode.add_argument("--full", action="store_true", help="7 group/width pairs")
+    parser.add_argument("--models", metavar="G:W,...",
+                        help="instead of --quick/--full: these group:width pairs, e.g. SO2:0.25")
     parser.add_argument("--sizes", default="65,129", help="input sizes (default 65,129)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -94,12 +97,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.models:
+        pairs = [(g, float(w)) for g, w in (item.split(":") for item in args.models.split(","))]
+    else:
+        pairs = FULL if args.full else QUICK
     print(f"# device {device}, {args.threads} threads, torch {torch.__version__}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.steps} steps")
     print(f"{'model':8} {'width':>5} {'px':>4} {'batch':>5} {'GMAC':>7} | {'train img/s':>11} "
           f"{'plain img/s':>11} {'ratio':>6} | {'e2cnn inf/s':>11} {'export inf/s':>12}")
     for size in sizes:
-        for group, width in (FULL if args.full else QUICK):
+        for group, width in pairs:
             r = bench(group, width, size, args.steps, args.channels_last, device)
             print(f"{r['model']:8} {r['width']:5g} {r['px']:4d} {r['batch']:5d} {r['gmac']:7.3f} | "
                   f"{r['steer']:11.1f} {r['plain']:11.1f} {r['ratio']:6.2f} | "

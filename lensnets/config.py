@@ -24,6 +24,27 @@ with ``p`` set by ``width_mode``:
 
 All three modes coincide for C8 (the seed's group): width 1 is the seed's network there.
 ``resnet18`` ignores ``width``, ``width_mode`` and ``head`` (torchvision's fixed-width model).
+
+Continuous groups (``SO2``, ``O2``)
+-----------------------------------
+SO(2) and O(2) have no regular representation (they are infinite), so a field is the
+band-limited one: the direct sum of the irreps up to frequency ``F = MAX_FREQUENCY`` (2), each
+once, in this channel order (``field_irreps``):
+
+- ``SO2``: psi_0 (trivial, 1 channel) + psi_1 + ... + psi_F (2 channels each): 2F + 1 = 5 channels;
+  this is exactly the regular representation of SO(2) band-limited to frequency F;
+- ``O2``: trivial + the sign (det) irrep (1 channel each) + psi_1 ... psi_F (2 each): 2F + 2 = 6.
+
+For the width rule, ``group_order`` (the "|G|" above) is the number of channels of one such field,
+so ``fields`` and ``channels`` modes mean the same as for finite groups (``channels``: the seed C8
+network's channel counts, hence its MACs, within the rounding of fields x 5 or x 6). In
+``params`` mode the 11 |G| free weights of a regular 5x5 field pair are replaced by the actual
+count of the band-limited pair (``FIELD_PAIR_WEIGHTS``: 43 for SO2, 34 for O2, i.e. an effective
+order B / 11 of 3.9 and 3.1), so ``F^2 B`` is again the seed network's. Why F = 2: e2cnn's default
+angular cutoff for 5x5 kernels is frequency 2, so every field frequency is reached directly from
+the trivial one; and untrained SO2/O2 models at 65 px deviated less under 30/45/73-degree
+rotations with F = 2 than with F = 3 (median relative deviation over 3 seeds 0.06 vs 0.11 for
+SO2, 0.17 vs 0.19 for O2; F = 1 was as good for SO2 but leaves 3 channels per field).
 """
 from __future__ import annotations
 
@@ -33,11 +54,19 @@ from typing import Any, Mapping
 
 from common.errors import UsageError
 
-#: group name -> (family, N): "C" = rotations by 360/N deg, "D" = those and a mirror flip.
+#: maximum irrep frequency F of the band-limited fields of the continuous groups
+MAX_FREQUENCY = 2
+#: group name -> (family, n): "C" = rotations by 360/n deg, "D" = those and a mirror flip;
+#: "SO" = all rotations, "O" = all rotations and flips, with fields band-limited to frequency n.
 GROUP_SPECS: dict[str, tuple[str, int]] = {
     "trivial": ("C", 1), "C2": ("C", 2), "C4": ("C", 4), "C8": ("C", 8), "C16": ("C", 16),
     "D1": ("D", 1), "D2": ("D", 2), "D4": ("D", 4), "D8": ("D", 8),
+    "SO2": ("SO", MAX_FREQUENCY), "O2": ("O", MAX_FREQUENCY),
 }
+CONTINUOUS_FAMILIES = ("SO", "O")
+#: free weights of e2cnn's default 5x5 steerable conv between two band-limited fields (F = 2);
+#: a regular field pair of a finite group has 11 |G| (``tests/lensnets/test_lensnets_continuous.py``).
+FIELD_PAIR_WEIGHTS: dict[str, int] = {"SO2": 43, "O2": 34}
 GROUPS: tuple[str, ...] = tuple(GROUP_SPECS)
 MODEL_NAMES: tuple[str, ...] = GROUPS + ("resnet18",)
 HEADS: tuple[str, ...] = ("invariant", "flatten")
@@ -58,10 +87,28 @@ MIN_INPUT_SIZE = 29      # smallest 4k+1 size whose last feature map is still >=
 MIN_RESNET_INPUT = 16
 
 
+def is_continuous(name: str) -> bool:
+    return name in GROUP_SPECS and GROUP_SPECS[name][0] in CONTINUOUS_FAMILIES
+
+
 def group_order(name: str) -> int:
-    """|G|: N for the cyclic group C_N, 2N for the dihedral group D_N."""
+    """Channels per field: |G| (N for C_N, 2N for D_N); 2F + 1 for SO2, 2F + 2 for O2."""
     family, n = GROUP_SPECS[name]
-    return n if family == "C" else 2 * n
+    return {"C": n, "D": 2 * n, "SO": 2 * n + 1, "O": 2 * n + 2}[family]
+
+
+def param_order(name: str) -> float:
+    """The order used by ``params`` mode: |G|, or (free weights of a 5x5 field pair) / 11."""
+    return FIELD_PAIR_WEIGHTS[name] / 11 if is_continuous(name) else group_order(name)
+
+
+def field_irreps(name: str) -> tuple[int, ...]:
+    """Sizes of the irreps in one field of a continuous group, in channel order (see above):
+    the trivial irrep, the 1-channel sign irrep (O2 only), then F 2-channel irreps."""
+    family, n = GROUP_SPECS[name]
+    if family not in CONTINUOUS_FAMILIES:
+        raise ValueError(f"{name} is a finite group: its fields are regular, not band-limited")
+    return (1,) + ((1,) if family == "O" else ()) + (2,) * n
 
 
 def feature_sizes(input_size: int) -> tuple[int, ...]:
@@ -140,10 +187,23 @@ class ModelConfig:
     def group_order(self) -> int:
         return group_order(self.name) if self.is_steerable else 1
 
+    @property
+    def is_continuous(self) -> bool:
+        return is_continuous(self.name)
+
     def fields(self) -> tuple[int, ...]:
-        """Regular fields in each of the six blocks (see the module docstring for the rule)."""
-        scale = self.width * (SEED_GROUP_ORDER / self.group_order) ** WIDTH_EXPONENTS[self.width_mode]
+        """Fields (regular, or band-limited for SO2/O2) in each of the six blocks (see the module
+        docstring for the rule)."""
+        order = param_order(self.name) if self.width_mode == "params" and self.is_steerable \
+            else self.group_order
+        scale = self.width * (SEED_GROUP_ORDER / order) ** WIDTH_EXPONENTS[self.width_mode]
         return tuple(max(1, int(math.floor(scale * f + 0.5))) for f in SEED_FIELDS)
+
+    def invariant_features(self) -> int:
+        """Invariant channels the head receives per pixel: one per last-block field (group
+        pooling), or one per irrep of each field for SO2/O2 (norm pooling)."""
+        per_field = len(field_irreps(self.name)) if self.is_continuous else 1
+        return self.fields()[-1] * per_field
 
     def channels(self) -> tuple[int, ...]:
         """Channels (fields x |G|) in each of the six blocks."""

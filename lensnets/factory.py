@@ -48,7 +48,8 @@ def export_model(model: torch.nn.Module) -> torch.nn.Module:
 
     Steerable models: every e2cnn module becomes its torch counterpart (R2Conv -> Conv2d with the
     expanded filter, InnerBatchNorm -> BatchNorm2d, Gaussian pool -> depthwise Conv2d, group pool
-    -> channel max). Other models are copied as they are. ``model`` keeps its train/eval mode.
+    -> channel max; SO2/O2: their band-limited batch norm, norm-ReLU and norm pooling, which are
+    plain PyTorch already). Other models are copied as they are. ``model`` keeps its train/eval mode.
     """
     if hasattr(model, "export") and callable(model.export):
         exported = model.export()

@@ -12,6 +12,7 @@ import torchvision
 
 from .config import (POOL_AFTER, POOL_KERNEL, SEED_KERNELS, SEED_PADDINGS, ModelConfig,
                      feature_sizes)
+from .band import IrrepNorms
 from .layers import DiscMask, FieldMaxPool
 
 HIDDEN = 64
@@ -28,8 +29,9 @@ def resnet18(config: ModelConfig) -> torch.nn.Module:
 
 
 def build_head(config: ModelConfig) -> torch.nn.Sequential:
-    """The head on the group-pooled map [B, F6, s, s] (plain PyTorch; see ``steerable``)."""
-    features, out = config.fields()[-1], config.num_outputs
+    """The head on the group-pooled map [B, F6, s, s] (plain PyTorch; see ``steerable``); for
+    SO2/O2 on the norm-pooled map [B, F6 x irreps per field, s, s]."""
+    features, out = config.invariant_features(), config.num_outputs
     if config.head == "invariant":
         return torch.nn.Sequential(
             torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
@@ -58,7 +60,9 @@ def plain_twin(config: ModelConfig, mask: bool = True) -> torch.nn.Sequential:
                                           bias=False))
             layers[-1].weight.requires_grad_(False)
         in_ch = out_ch
-    layers += [FieldMaxPool(config.group_order), build_head(config)]
+    pool = (IrrepNorms(config.name, config.fields()[-1]) if config.is_continuous
+            else FieldMaxPool(config.group_order))
+    layers += [pool, build_head(config)]
     model = torch.nn.Sequential(*layers)
     model.config = config
     return model

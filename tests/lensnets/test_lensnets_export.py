@@ -35,7 +35,7 @@ def trained_like(config: ModelConfig) -> torch.nn.Module:
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_export_matches_e2cnn_model(group):
-    head = "flatten" if group in ("C4", "D2") else "invariant"
+    head = "flatten" if group in ("C4", "D2", "O2") else "invariant"
     config = ModelConfig(name=group, width=0.125, width_mode="channels", input_size=33, head=head)
     model = trained_like(config)
     exported = export_model(model)
@@ -138,7 +138,8 @@ def test_fast_he_init_has_e2cnn_variances(group, lifting):
 
 
 @pytest.mark.parametrize("name,head", [("C8", "flatten"), ("D1", "invariant"),
-                                       ("trivial", "invariant"), ("resnet18", "invariant")])
+                                       ("trivial", "invariant"), ("resnet18", "invariant"),
+                                       ("SO2", "invariant"), ("O2", "flatten")])
 def test_count_macs_equals_counting_the_exported_model(name, head):
     config = ModelConfig(name=name, width=0.25, input_size=37, head=head)
     exported = export_model(build_model(config))

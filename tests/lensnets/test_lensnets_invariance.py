@@ -38,6 +38,8 @@ def small_model(group: str, seed: int = 0, **kwargs) -> torch.nn.Module:
 def exact_transforms(group: str) -> dict[str, callable]:
     """The input transformations that group elements act by exactly on a square grid."""
     family, n = GROUP_SPECS[group]
+    if family in ("SO", "O"):   # every rotation; O(2) every mirror too
+        n, family = 4, {"SO": "C", "O": "D"}[family]
     out = {f"rot{90 * k}": (lambda x, k=k: torch.rot90(x, k, (2, 3)))
            for k in (1, 2, 3) if n % (4 // math.gcd(4, k)) == 0}
     if family == "D":   # D1's mirror is x -> -x (flip of the width axis); D_N, N even, has both

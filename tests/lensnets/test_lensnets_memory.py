@@ -25,7 +25,7 @@ def _grads_and_stats(model, x, y):
     return grads, stats
 
 
-@pytest.mark.parametrize("group", ["trivial", "C4", "C8", "D1", "D4", "C16"])
+@pytest.mark.parametrize("group", ["trivial", "C4", "C8", "D1", "D4", "C16", "SO2", "O2"])
 def test_lean_mode_gives_the_plain_gradients_and_running_statistics(group):
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=group, width=0.25, input_size=SIZE)).train()

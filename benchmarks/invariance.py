@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""How invariant are the untrained models' logits to rotations off the pixel grid?
+
+For each group, model seed and angle it prints the median and max, over the images, of the
+relative logit deviation
+
+    dev(x, a) = RMS_k |z_k(R_a x) - z_k(x)| / s,   s = RMS_k std_i z_k(x_i)
+
+(z_k: logit k; s: how much the logits differ between the images, so dev = 1 means the rotation
+changes the logits as much as changing the image does). The images are sums of 6 Gaussian blobs
+(sigma 1.5-3.5 px, centres within a quarter of the side of the centre) times the disc mask,
+sampled analytically at rotated coordinates, so the rotated image has no interpolation error:
+what remains is the network's own discretisation (sampled filters, stride-2 pools). Images are
+seeded (0 .. n-1) and the same for every group; batch-norm running statistics are those of the
+unrotated images (one train-mode pass, cumulative average); width mode ``channels`` so every
+group has the same channels per block. The 90-degree column is exact for C4 and above.
+
+    python benchmarks/invariance.py                     # 65 px, width 0.25, seeds 0,1: ~1.5 min
+    python benchmarks/invariance.py --size 37 --width 0.125 --markdown
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from lensnets import ModelConfig, build_model  # noqa: E402
+from lensnets.band import BandBatchNorm  # noqa: E402
+
+GROUPS = ("trivial", "C4", "C8", "C16", "SO2", "O2")
+ANGLES = (30.0, 45.0, 73.0, 90.0)
+
+
+def smooth_images(size: int, angle_deg: float, count: int) -> torch.Tensor:
+    """[count, 1, size, size]: image i (seed i) rotated by ``angle_deg`` about the centre pixel,
+    times the disc mask 1[r <= (size - 1) / 2] (pixel p gets f(R(-angle) p))."""
+    angle = math.radians(angle_deg)
+    axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    xr = math.cos(angle) * x + math.sin(angle) * y
+    yr = -math.sin(angle) * x + math.cos(angle) * y
+    disc = (x ** 2 + y ** 2 <= ((size - 1) / 2) ** 2).double()
+    images = []
+    for seed in range(count):
+        g = torch.Generator().manual_seed(seed)
+        centres = (torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5) * size * 0.5
+        sigmas = 1.5 + 2 * torch.rand(6, generator=g, dtype=torch.float64)
+        amplitudes = 0.5 + torch.rand(6, generator=g, dtype=torch.float64)
+        image = sum(a * torch.exp(-((xr - cx) ** 2 + (yr - cy) ** 2) / (2 * s ** 2))
+                    for (cx, cy), s, a in zip(centres.tolist(), sigmas.tolist(), amplitudes.tolist()))
+        images.append(image * disc)
+    return torch.stack(images)[:, None].float()
+
+
+def calibrated_model(group: str, seed: int, size: int, width: float, images: torch.Tensor):
+    """An untrained model (seed) whose batch-norm running statistics are those of ``images``."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(name=group, width=width, width_mode="channels", input_size=size))
+    for module in model.modules():
+        if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, BandBatchNorm)):
+            module.momentum = None   # cumulative average: one pass gives the batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
+@torch.no_grad()
+def deviations(model, size: int, count: int, angles) -> dict[float, list[float]]:
+    """angle -> dev(x_i, angle) for every image (module docstring)."""
+    reference = model(smooth_images(size, 0.0, count))
+    spread = reference.std(0).pow(2).mean().sqrt()
+    return {a: ((model(smooth_images(size, a, count)) - reference).pow(2).mean(1).sqrt() / spread).tolist()
+            for a in angles}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=65, help="input pixels, 4k+1 (default 65)")
+    parser.add_argument("--width", type=float, default=0.25, help="width, channels mode (default 0.25)")
+    parser.add_argument("--images", type=int, default=16, help="images (seeds 0..n-1, default 16)")
+    parser.add_argument("--seeds", default="0,1", help="model seeds (default 0,1)")
+    parser.add_argument("--groups", default=",".join(GROUPS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    calibration = smooth_images(args.size, 0.0, args.images)
+    cols = [f"{a:g} deg median / max" for a in ANGLES]
+    print(f"# {args.size} px, width {args.width:g} (channels mode), {args.images} images, "
+          f"untrained models; relative logit deviation (see benchmarks/invariance.py)")
+    if args.markdown:
+        print("| model | seed | " + " | ".join(cols) + " |\n|" + "---|" * (2 + len(cols)))
+    else:
+        print(f"{'model':8} {'seed':>4} " + " ".join(f"{c:>22}" for c in cols))
+    for group in args.groups.split(","):
+        for seed in seeds:
+            model = calibrated_model(group, seed, args.size, args.width, calibration)
+            devs = deviations(model, args.size, args.images, ANGLES)
+            cells = [f"{statistics.median(devs[a]):.3f} / {max(devs[a]):.3f}" for a in ANGLES]
+            if args.markdown:
+                print(f"| {group} | {seed} | " + " | ".join(cells) + " |", flush=True)
+            else:
+                print(f"{group:8} {seed:4d} " + " ".join(f"{c:>22}" for c in cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
