@@ -59,7 +59,7 @@ def print_summary(outcome) -> None:
     print(MATCHED_NOTE.format(metric=metric) + "\n")
     print(markdown(shown.head(15)))
     print(markdown(by_group(trials, mode)))
-    from study.tracking.mlflow_store import redact
+    from study.tracking.mlflow_store import redact, runs_table_url
 
     uri = redact(config.mlflow.tracking_uri)
     print(f"MLflow: {uri}  experiment {config.experiment!r} (id {outcome.experiment_id}), "
@@ -70,6 +70,7 @@ def print_summary(outcome) -> None:
         base = "http://127.0.0.1:5000"
     else:
         base = uri.rstrip("/")
-    print(f"Runs table:           {base}/#/experiments/{outcome.experiment_id}/runs")
+    print(f"Runs table:           "
+          f"{runs_table_url(base, outcome.experiment_id, config.tune.metric, config.tune.mode)}")
     print(f"Rerun the best:       python run_study.py best --study {config.name}"
           + ("" if uri == "sqlite:///mlflow.db" else f" --tracking-uri {uri}"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
     done = run_cli("tune", *_sets(overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Rerun the best:       python run_study.py best --study t" in done.stdout
-    assert "/#/experiments/" in done.stdout
+    assert "/#/experiments/" in done.stdout and "runs?orderByKey=metrics.%60val_auc_micro%60&orderByAsc=false" in done.stdout
 
     client, parent, runs = _study_runs(tmp_path / "mlflow.db", "t")
     assert len(runs) == 6
@@ -54,6 +55,10 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
     assert "Checkpoint successfully created" not in console          # Ray Train's INFO line per epoch
     for run in runs:                                                   # Tune names trials as MLflow does
         assert f"Trial {run.info.run_name} " in console, run.info.run_name
+    shown_wd = [float(v) for v in re.findall(r"weight_decay\s+([0-9.e+-]+)", console)]
+    logged_wd = [float(r.data.params["weight_decay"]) for r in runs]
+    assert shown_wd and all(any(abs(v - w) <= 1e-3 * w for w in logged_wd) for v in shown_wd), (
+        f"trial blocks print weight decay {shown_wd}, trials have {logged_wd}")   # not 0.00001 or 0.
     assert sorted(d.name for d in (tmp_path / "runs" / "t").glob("train_trial_*")) == sorted(
         f"train_trial_{r.data.tags['trial_id']}" for r in runs)
 
