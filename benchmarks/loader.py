@@ -7,9 +7,10 @@ Times a DataLoader over ``LensImageDataset`` (main process, one thread, as a Tun
 one CPU would run it) plus ``random_augment`` on each batch, for the laptop size (small64 ->
 65 px) and the seeds' size (model_i 150 -> 129 px), with the compiled CPU rotation and with
 the seeds' torch path (upsample, affine_grid, grid_sample, pool). In the same run it measures
-what one trial consumes: train steps (forward, backward, Adam) of the C8 steerable CNN at
-quarter width on the same image size, with ``--train-threads`` threads (all cores by
-default, the most a trial could use), and prints loader / trial.
+what one trial consumes: train steps of the C8 steerable CNN at quarter width on the same image
+size, timed by ``benchmarks/models.py``'s own ``bench`` (batch 32 at 65 px, 8 at 129 px), with
+``--train-threads`` threads (all cores by default, the most a trial could use), and prints
+loader / trial.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 import torch  # noqa: E402
 
 from data_io import LensImageDataset, Preprocess, open_dataset, random_augment, simulate_dataset  # noqa: E402
+
 
 def measure(ds_path, preprocess, batches, batch_size, compiled=True, repeats=3):
     images, labels = open_dataset(ds_path).arrays("train")
@@ -45,27 +47,16 @@ def measure(ds_path, preprocess, batches, batch_size, compiled=True, repeats=3):
     return statistics.median(rates)
 
 
-def trial_rate(size, batch_size, threads, steps=3):
-    """Median images/s of C8 (width 0.25) train steps on [batch_size, 1, size, size]."""
-    from lensnets import build_model
+def trial_rate(size: int, threads: int, steps: int = 5) -> float:
+    """Images/s of a C8 width-0.25 train step, measured exactly as ``benchmarks/models.py``
+    measures it (its ``bench``: same batch per size, same step, median of ``steps``)."""
+    from models import bench
 
     torch.set_num_threads(threads)
-    model = build_model({"name": "C8", "width": 0.25, "input_size": size, "num_classes": 3})
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, 1, size, size, generator=torch.Generator().manual_seed(0))
-    y = torch.arange(batch_size) % 3
-    rates = []
-    for step in range(steps + 1):  # the first step warms up
-        t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step:
-            rates.append(batch_size / (time.perf_counter() - t))
-    torch.set_num_threads(1)
-    return statistics.median(rates)
+    try:
+        return bench("C8", 0.25, size, steps, channels_last=False, device=torch.device("cpu"))["steer"]
+    finally:
+        torch.set_num_threads(1)
 
 
 def main() -> None:
@@ -73,7 +64,6 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--train-threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--train-batch", type=int, default=16)
     a = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +72,7 @@ def main() -> None:
             path = simulate_dataset(preset, per_class, Path(tmp) / preset, progress=False)
             fast = measure(path, pre, a.batches, a.batch_size, compiled=True)
             seeds = measure(path, pre, a.batches, a.batch_size, compiled=False)
-            trial = trial_rate(pre.target_size, a.train_batch, a.train_threads)
+            trial = trial_rate(pre.target_size, a.train_threads)
             print(f"{preset:8s} -> {pre.target_size} px, batch {a.batch_size}, 1 thread: loader "
                   f"{fast:7.1f} img/s (torch rotation path {seeds:6.1f}, {fast / seeds:4.1f}x); "
                   f"C8 w0.25 train step ({a.train_threads} threads) {trial:6.1f} img/s; "

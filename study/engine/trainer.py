@@ -109,10 +109,13 @@ class Trainer:
             total += self.accumulate_gradients(x, y)
             self.optimizer.step()
             seen += len(idx)
+        steps_done = time.perf_counter()
         self.recalibrate_batchnorm(split)
+        end = time.perf_counter()
         self.epoch += 1
-        return {"train_loss": total / seen, "train_images_per_s": seen / (time.perf_counter() - start),
-                **self.plan.summary(), "micro_batch": self.micro_batch}
+        return {"train_loss": total / seen, "train_images_per_s": seen / (end - start),
+                **self.plan.summary(), "micro_batch": self.micro_batch,
+                "time_train_s": steps_done - start, "time_bn_s": end - steps_done}
 
     def accumulate_gradients(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Add to ``.grad`` the gradient of the batch's mean loss, ``micro_batch`` images at a time.
@@ -244,14 +247,17 @@ def fit(trainer: Trainer, train: Split, val: Split, until_epoch: int,
         on_epoch: Callable[[dict], None] = lambda record: None) -> list[dict]:
     """Train until ``trainer.epoch == until_epoch``; after each epoch evaluate ``val`` and call back.
 
-    The record handed to ``on_epoch`` holds ``epoch`` (1-based), train loss and throughput, and
-    the validation metrics (``val_loss``, ``val_acc``, ``val_auc_micro``, ``val_auc_macro``,
-    ``val_auc_<class>``). It is appended to ``trainer.history`` before the callback runs, so a
+    The record handed to ``on_epoch`` holds ``epoch`` (1-based), train loss and throughput, the
+    seconds spent in gradient steps, precise batch norm and validation (``time_train_s``,
+    ``time_bn_s``, ``time_val_s``), and the validation metrics (``val_loss``, ``val_acc``,
+    ``val_auc_micro``, ``val_auc_macro``, ``val_auc_<class>``). It is appended to ``trainer.history`` before the callback runs, so a
     checkpoint saved in the callback includes it.
     """
     while trainer.epoch < until_epoch:
         record = trainer.train_epoch(train)
+        start = time.perf_counter()
         record.update(trainer.evaluate(val))
+        record["time_val_s"] = time.perf_counter() - start
         record["epoch"] = trainer.epoch
         trainer.history.append(record)
         on_epoch(record)

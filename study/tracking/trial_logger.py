@@ -28,7 +28,7 @@ def numeric_metrics(result: dict) -> dict[str, float]:
     """The per-epoch numbers of a Tune result worth plotting (train/val metrics and epoch)."""
     return {
         k: float(v) for k, v in result.items()
-        if (k.startswith(("val_", "train_", "memory_")) or k in ("epoch", "micro_batch"))
+        if (k.startswith(("val_", "train_", "memory_", "time_")) or k in ("epoch", "micro_batch"))
         and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 

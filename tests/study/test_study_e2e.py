@@ -52,6 +52,7 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
         assert run.info.run_name.startswith(run.data.params["model"])   # "C4 w0.10 lr3e-03 ..."
         assert 0.0 <= run.data.metrics["val_auc_micro"] <= 1.0
     console = done.stdout + done.stderr
+    (tmp_path / "console.txt").write_text(console)
     assert "Checkpoint successfully created" not in console          # Ray Train's INFO line per epoch
     for run in runs:                                                   # Tune names trials as MLflow does
         assert f"Trial {run.info.run_name} " in console, run.info.run_name
