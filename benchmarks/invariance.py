@@ -32,30 +32,15 @@ import torch  # noqa: E402
 
 from lensnets import ModelConfig, build_model  # noqa: E402
 from lensnets.band import BandBatchNorm  # noqa: E402
+from lensnets.probes import blob_images  # noqa: E402
 
 GROUPS = ("trivial", "C4", "C8", "C16", "SO2", "O2")
 ANGLES = (30.0, 45.0, 73.0, 90.0)
 
 
 def smooth_images(size: int, angle_deg: float, count: int) -> torch.Tensor:
-    """[count, 1, size, size]: image i (seed i) rotated by ``angle_deg`` about the centre pixel,
-    times the disc mask 1[r <= (size - 1) / 2] (pixel p gets f(R(-angle) p))."""
-    angle = math.radians(angle_deg)
-    axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
-    xr = math.cos(angle) * x + math.sin(angle) * y
-    yr = -math.sin(angle) * x + math.cos(angle) * y
-    disc = (x ** 2 + y ** 2 <= ((size - 1) / 2) ** 2).double()
-    images = []
-    for seed in range(count):
-        g = torch.Generator().manual_seed(seed)
-        centres = (torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5) * size * 0.5
-        sigmas = 1.5 + 2 * torch.rand(6, generator=g, dtype=torch.float64)
-        amplitudes = 0.5 + torch.rand(6, generator=g, dtype=torch.float64)
-        image = sum(a * torch.exp(-((xr - cx) ** 2 + (yr - cy) ** 2) / (2 * s ** 2))
-                    for (cx, cy), s, a in zip(centres.tolist(), sigmas.tolist(), amplitudes.tolist()))
-        images.append(image * disc)
-    return torch.stack(images)[:, None].float()
+    """Disc-masked blob images rotated by ``angle_deg`` (``lensnets.probes.blob_images``)."""
+    return blob_images(size, math.radians(angle_deg), count, disc=True)
 
 
 def calibrated_model(group: str, seed: int, size: int, width: float, images: torch.Tensor):

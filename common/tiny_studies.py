@@ -36,6 +36,15 @@ def tiny_overrides(dataset: Path, tmp: Path, *, trials: int = 4, epochs: int = 3
     ]
 
 
+def tune_tiny_study(dataset: Path, tmp: Path, extra: list[str] = (), *, trials: int = 2,
+                    epochs: int = 2) -> str:
+    """Run a finished tiny study ``t`` in ``tmp`` (``extra``: more overrides); its tracking URI."""
+    tuned = run_cli("tune", *as_sets(tiny_overrides(dataset, tmp, trials=trials, epochs=epochs) + list(extra)),
+                    cwd=tmp)
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
 @contextlib.contextmanager
 def local_ray_instance(num_cpus: int):
     """A fresh local Ray instance for a module's tests or a benchmark; yields its GCS address."""

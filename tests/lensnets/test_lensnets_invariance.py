@@ -16,6 +16,7 @@ import torch
 
 from lensnets import GROUPS, ModelConfig, build_model
 from lensnets.config import GROUP_SPECS
+from lensnets.probes import blob_images
 
 SIZE = 37
 EXACT_TOLERANCE = 1e-4
@@ -78,26 +79,8 @@ def test_elements_outside_the_group_change_logits(group):
 
 
 def smooth_images(angle: float, flip: bool = False, count: int = 8) -> torch.Tensor:
-    """Sums of 6 Gaussian blobs (sigma 1.5-3.5 px), sampled at coordinates rotated by ``angle``.
-
-    Pixel p (from the image centre) gets f(R(-angle) p) (mirrored x first if ``flip``): the
-    exact rotation of the continuous image, with no interpolation error.
-    """
-    axis = torch.arange(SIZE, dtype=torch.float64) - (SIZE - 1) / 2
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
-    xr = math.cos(angle) * x + math.sin(angle) * y
-    yr = -math.sin(angle) * x + math.cos(angle) * y
-    xr = -xr if flip else xr
-    images = []
-    for seed in range(count):
-        g = torch.Generator().manual_seed(seed)
-        centres = (torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5) * SIZE * 0.5
-        sigmas = 1.5 + 2 * torch.rand(6, generator=g, dtype=torch.float64)
-        amplitudes = 0.5 + torch.rand(6, generator=g, dtype=torch.float64)
-        image = sum(a * torch.exp(-((xr - cx) ** 2 + (yr - cy) ** 2) / (2 * s ** 2))
-                    for (cx, cy), s, a in zip(centres.tolist(), sigmas.tolist(), amplitudes.tolist()))
-        images.append(image)
-    return torch.stack(images)[:, None].float()
+    """Blob images rotated by ``angle`` (radians), mirrored first if ``flip`` (exact, analytic)."""
+    return blob_images(SIZE, angle, count, flip=flip)
 
 
 def relative_rotation_error(group: str, n_steps: int, flip: bool = False) -> float:

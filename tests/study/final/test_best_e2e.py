@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import as_sets as _sets, run_cli, tiny_overrides
+from common.tiny_studies import run_cli, tune_tiny_study
 from study.tracking.mlflow_store import child_runs
 
 pytestmark = pytest.mark.slow
@@ -23,9 +23,7 @@ STUDY = ["data.image_size=29", "search.groups=[C4]", "tune.max_concurrent=1"]
 def rerun(tiny_dataset, tmp_path_factory):
     """(tmp, tracking uri, `best` process, its report folder) after a 2-trial C4 study."""
     tmp = tmp_path_factory.mktemp("best")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    tuned = run_cli("tune", *_sets(tiny_overrides(tiny_dataset, tmp, trials=2, epochs=2) + STUDY), cwd=tmp)
-    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    uri = tune_tiny_study(tiny_dataset, tmp, STUDY)
     best = run_cli("best", "--study", "t", "--tracking-uri", uri, "--threads", "1", "--out", str(tmp / "report"),
                    cwd=tmp)
     assert best.returncode == 0, best.stderr[-3000:]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import as_sets, run_cli, tiny_overrides
+from common.tiny_studies import run_cli, tune_tiny_study
 from study.tracking.mlflow_store import PARENT_TAG, child_runs
 
 CLASSES = ["no_sub", "cdm", "vortex"]
@@ -25,9 +25,7 @@ STUDY = ["search.groups=[C4]", "tune.max_concurrent=1"]
 def verdict(tiny_dataset, tmp_path_factory):
     """(tmp, uri, finished `verdict` process, report folder) after a 2-trial C4 study."""
     tmp = tmp_path_factory.mktemp("verdict")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    tuned = run_cli("tune", *as_sets(tiny_overrides(tiny_dataset, tmp, trials=2, epochs=2) + STUDY), cwd=tmp)
-    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    uri = tune_tiny_study(tiny_dataset, tmp, STUDY)
     done = run_cli("verdict", "--study", "t", "--seeds", "2", "--tracking-uri", uri,
                    "--out", str(tmp / "verdict"), cwd=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
