@@ -55,6 +55,7 @@ def micro_auc(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
 def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean cross-entropy of probabilities ``[N, C]`` against integer labels (the ``loss``)."""
     probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1)
+    probs /= probs.sum(axis=1, keepdims=True)   # float32 softmax rows sum to 1 only within ~1e-7
     return float(log_loss(labels, probs, labels=range(probs.shape[1])))
 
 
