@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.errors import UsageError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,8 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--address", help="Ray cluster to join, e.g. 'auto' on a `ray up` head")
     p.add_argument("--name", help="study name (MLflow experiment and Tune folder); default from config")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default from config: sqlite:///mlflow.db)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted study: finished trials are kept, unfinished ones resume")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto",
+                   help="continue an interrupted study: finished trials are kept, unfinished ones resume; "
+                        "'--resume auto' continues it if Tune has it and starts it otherwise (job scripts)")
     p.set_defaults(func=run_tune)
     from study.final import best_cli
     from study.verdict import cli as verdict_cli
@@ -29,6 +32,7 @@ def register(subparsers) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     from study.config import load_config
+    from study.search.stop_signal import INTERRUPTED_EXIT, StudyInterrupted
     from study.search.tuner import run_study
 
     overrides = list(args.overrides)
@@ -37,13 +41,32 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.tracking_uri:
         overrides.append(f"mlflow.tracking_uri={args.tracking_uri}")
     config = load_config(args.config, overrides)
-    outcome = run_study(config, address=args.address, resume=args.resume, explicit_name=bool(args.name))
+    try:
+        outcome = run_study(config, address=args.address, resume=resume_mode(args.resume, config),
+                            explicit_name=bool(args.name))
+    except StudyInterrupted as stop:
+        print(f"{stop}: finished trials and checkpoints are saved; continue it with the same command "
+              f"and --name {stop.study} --resume (exit status {INTERRUPTED_EXIT})", file=sys.stderr)
+        return INTERRUPTED_EXIT
     print_summary(outcome)
     if len(outcome.trials) and (outcome.trials.status == "failed").all():
         print(f"error: every trial failed; see the error.txt files under {config.tune.storage_path}/"
               f"{outcome.config.name}/", file=sys.stderr)
         return 1
     return 0
+
+
+def resume_mode(value, config) -> bool:
+    """``--resume``: True; ``--resume auto``: True when Tune can restore the study, else a new one."""
+    if value in (True, False):
+        return value
+    if value != "auto":
+        raise UsageError(f"--resume takes no value or 'auto', not {value!r}")
+    from ray import tune
+
+    from study.search.preflight import StudyPaths
+
+    return tune.Tuner.can_restore(StudyPaths.of(config).experiment)
 
 
 def print_summary(outcome) -> None:

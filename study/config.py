@@ -74,6 +74,7 @@ class TuneConfig:
     gpus_per_trial: float = 0
     max_failures: int = 2
     storage_path: str = "runs"
+    reuse_actors: bool | str = "auto"   # one actor runs trial after trial; auto: on a one-node cluster
 
 
 @dataclass
@@ -175,9 +176,14 @@ def _coerce(hint, value, key: str):
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
+        if value is None and type(None) in typing.get_args(hint):
             return None
-        return _coerce(options[0], value, key)
+        for option in options[:-1]:   # the first type that takes the value; the last one's error
+            try:
+                return _coerce(option, value, key)
+            except UsageError:
+                pass
+        return _coerce(options[-1], value, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value or {}, where=f"{key}.")
     if origin is list:
@@ -238,6 +244,8 @@ def validate(config: StudyConfig) -> None:
         raise UsageError("tune.gpus_per_trial above 1 must be a whole number of GPUs")
     if t.max_failures < 0:
         raise UsageError("tune.max_failures must be >= 0")
+    if isinstance(t.reuse_actors, str) and t.reuse_actors != "auto":
+        raise UsageError(f"tune.reuse_actors must be auto, true or false, not {t.reuse_actors!r}")
     if tr.optimizer not in ("adamw", "adam"):
         raise UsageError(f"train.optimizer {tr.optimizer!r} is unknown; use adamw or adam")
     if tr.memory not in MEMORY_CHOICES:

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from common.tiny_studies import local_ray_instance, run_cli, tiny_overrides
+from common.tiny_studies import run_cli, tiny_overrides
+from tests.support.sessions import SESSION_RAY
 from tests.data_fixtures import write_model_fj, write_model_i
 
 NAME = "bad"
@@ -255,20 +256,13 @@ def ingested(tmp_path_factory):
     return copy
 
 
-@pytest.fixture(scope="module")
-def one_cpu_ray():
-    """A one-CPU local Ray shared by the resource cases (run_study reuses an initialised Ray)."""
-    with local_ray_instance(num_cpus=1):
-        yield
-
-
 @pytest.fixture(autouse=True)
 def no_ray_left_behind(request):
     """A case that wrongly got as far as starting Ray must not leave it to the next case."""
-    yield
     import ray
 
-    if "one_cpu_ray" not in request.fixturenames and ray.is_initialized():
+    yield
+    if ray.is_initialized() and not SESSION_RAY.owns_connection():
         ray.shutdown()
 
 
@@ -305,8 +299,8 @@ def _leftovers(tmp: Path, before=frozenset()) -> list[str]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tiny_dataset, ingested, tmp_path, capfd,
                                                           request, monkeypatch):
-    if case in NEEDS_RAY:
-        request.getfixturevalue("one_cpu_ray")
+    if case in NEEDS_RAY:   # the session's 2-CPU Ray (run_study reuses an initialised Ray)
+        request.getfixturevalue("shared_ray")
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"
     work.mkdir()

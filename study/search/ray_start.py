@@ -9,15 +9,18 @@ from common.errors import UsageError
 
 
 def start_ray(address: str | None) -> None:
+    """Join the cluster at ``address``, or start a fresh local instance; nothing when this process
+    is already connected (a test session's shared instance, or a second study in one process)."""
     import ray
 
-    if ray.is_initialized():
-        return
+    # Tune's settings, read when a Tuner runs: set them even when Ray is already up.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     # Tune snapshots its trial list at most every 10 s by default, so a SIGKILLed driver could
     # forget trials finished in the last 10 s; snapshot every second instead (a few KB here).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
     if address:
         try:
             ray.init(address=address, log_to_driver=True)
@@ -44,3 +47,13 @@ def restrict_ray_token() -> None:
             path.chmod(0o600)
     except OSError:   # no token (auth disabled), or not ours to change
         pass
+
+
+def one_node_cluster() -> bool:
+    """True when the connected Ray cluster is a single node that can run trials (a laptop, or a
+    one-machine ``ray start --head``); False for several nodes, or a head with no CPUs (a
+    ``ray up`` cluster whose workers are still starting)."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return len(alive) == 1 and alive[0].get("Resources", {}).get("CPU", 0) > 0

@@ -18,7 +18,8 @@ from study.config import StudyConfig
 from study.search.preflight import (StudyPaths, check_models, check_resources, ensure_dataset,
                                     local_resources, pick_name)
 from study.search import tune_internals as internals
-from study.search.ray_start import start_ray
+from study.search.ray_start import one_node_cluster, start_ray
+from study.search.stop_signal import StopOnSignal
 
 DATA_KEYS = ("train", "val")
 ASHA_STATE = "asha.json"   # rungs and stopped trials (study.search.schedulers)
@@ -38,7 +39,10 @@ class StudyOutcome:
 
 def run_study(config: StudyConfig, *, address: str | None = None, resume: bool = False,
               explicit_name: bool = False) -> StudyOutcome:
-    """Run (or resume) the study described by ``config``; return its leaderboard and locations."""
+    """Run (or resume) the study described by ``config``; return its leaderboard and locations.
+
+    SIGTERM stops it cleanly (``study.search.stop_signal``): ``StudyInterrupted`` is raised once
+    Tune has saved its state, and ``resume=True`` continues it."""
     from study.tracking import mlflow_store as tracking
 
     config = pick_name(config, explicit_name, resume)
@@ -52,18 +56,21 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
     load_arrays(dataset)
     client = tracking.connect(config.mlflow.tracking_uri)
     start_ray(address)
-    check_resources(config, remote=bool(address))
+    with StopOnSignal() as stop:   # after ray.init, which installs its own SIGTERM handler
+        check_resources(config, remote=bool(address))
 
-    paths.state.mkdir(parents=True, exist_ok=True)
-    exp_id, parent_id, reused = tracking.open_parent_run(client, config.experiment, config.name, resume)
-    if not reused:
-        log_study_inputs(client, parent_id, config, dataset, paths)
-    tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume, reuse_actors=not address)
-    internals.readable_console_floats()   # 1e-05, not 0.00001, in trial start/result blocks
-    tuner.fit()
-    tracking.check_delivered(paths.state / "outbox.jsonl", config.mlflow.tracking_uri, config.name)
-    outcome = finish_study(client, config, exp_id, parent_id, paths)
-    client.set_terminated(parent_id, status="FINISHED")
+        paths.state.mkdir(parents=True, exist_ok=True)
+        exp_id, parent_id, reused = tracking.open_parent_run(client, config.experiment, config.name, resume)
+        if not reused:
+            log_study_inputs(client, parent_id, config, dataset, paths)
+        tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume, reuse_actors=reuse_actors(config))
+        internals.readable_console_floats()   # 1e-05, not 0.00001, in trial start/result blocks
+        stop.check(config.name)
+        tuner.fit()
+        stop.check(config.name)   # stopped by a signal: Tune saved its state; the parent run stays RUNNING
+        tracking.check_delivered(paths.state / "outbox.jsonl", config.mlflow.tracking_uri, config.name)
+        outcome = finish_study(client, config, exp_id, parent_id, paths)
+        client.set_terminated(parent_id, status="FINISHED")
     return outcome
 
 
@@ -91,9 +98,7 @@ def log_study_inputs(client, parent_id: str, config: StudyConfig, dataset, paths
 def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, parent_id: str, resume: bool,
                 reuse_actors: bool = False):
     """The study's ``Tuner``. ``reuse_actors``: one Ray actor runs trial after trial (torch, e2cnn
-    and the data stay loaded; the trainable seeds everything per trial). Only for a local
-    instance: on a cluster a reused actor keeps every later trial on its node, so trials would
-    not spread (tests/study/search/test_cluster_netns.py)."""
+    and the data stay loaded; the trainable seeds everything per trial); see :func:`reuse_actors`."""
     from ray import tune
 
     from study.search.trainable import train_trial
@@ -120,6 +125,14 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
             callbacks=[make_logger(config, paths, exp_id, parent_id)],
         ),
     )
+
+
+def reuse_actors(config: StudyConfig) -> bool:
+    """``tune.reuse_actors``: true, false, or auto - reuse on a one-node cluster only. On several
+    nodes a reused actor keeps every later trial on its node, so trials would not spread
+    (tests/study/search/test_cluster_netns.py)."""
+    setting = config.tune.reuse_actors
+    return one_node_cluster() if setting == "auto" else bool(setting)
 
 
 class TrialLabel:

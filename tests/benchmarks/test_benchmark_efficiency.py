@@ -54,17 +54,8 @@ def test_first_trial_floor_is_the_chance_that_a_random_first_draw_reaches_the_ta
     assert eff.CurveTable(_curves()).rank_correlation(1) == pytest.approx(1.0)   # same order every epoch
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_each_strategy_replays_through_ray_tune_and_asha_spends_less(ray_local, tmp_path):
+def test_each_strategy_replays_through_ray_tune_and_asha_spends_less(shared_ray, tmp_path):
     study = load_config(eff.CONFIG, ["search.groups=[trivial, C4]", "search.widths=[0.0625]"])
     table = eff.CurveTable(_curves())
     runs = {name: eff.replay_once(name, study, table, seed=0, max_trials=20, storage=str(tmp_path))

@@ -1,7 +1,4 @@
 """Ingestion of the DeepLense layouts and every bad-input case (exit 2, one line, no output)."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -9,7 +6,7 @@ from common.errors import UsageError
 from data_io import ingest_folder, open_dataset
 from tests.data_fixtures import write_binary_jpg, write_model_fj, write_model_i
 
-from common.tiny_studies import ROOT
+from common.tiny_studies import run_cli
 
 
 def test_model_i_layout_with_pickle_allowed(tmp_path):
@@ -99,18 +96,13 @@ def test_truncated_jpg(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "run_study.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-
-
-def test_cli_exit_2_one_line_for_bad_input(tmp_path):
+def test_cli_exit_2_one_line_for_bad_input(tmp_path, run_main):
     src = write_model_i(tmp_path / "src", n=2)
-    r = run_cli("ingest", src, "--out", tmp_path / "out")  # axion files are pickled
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--allow-pickle" in r.stderr
-    assert "axion" in r.stderr and not (tmp_path / "out").exists()
-    r = run_cli("ingest", src, "--out", tmp_path / "out", "--allow-pickle", "--quiet")
-    assert r.returncode == 0, r.stderr
+    code, _, err = run_main("ingest", src, "--out", tmp_path / "out")  # axion files are pickled
+    assert code == 2 and err.count("\n") == 1 and "--allow-pickle" in err
+    assert "axion" in err and not (tmp_path / "out").exists()
+    code, _, err = run_main("ingest", src, "--out", tmp_path / "out", "--allow-pickle", "--quiet")
+    assert code == 0, err
     for args, fragment in [
         (("ingest", src, "--out", tmp_path / "out", "--allow-pickle"), "already holds a dataset"),
         (("simulate", "--preset", "model_x", "--per-class", 2, "--out", tmp_path / "s"), "invalid choice"),
@@ -118,13 +110,22 @@ def test_cli_exit_2_one_line_for_bad_input(tmp_path):
         (("simulate", "--per-class", "many", "--out", tmp_path / "s"), "not a whole number"),
         (("inspect", tmp_path / "nowhere"), "does not exist"),
     ]:
-        r = run_cli(*args)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and fragment in r.stderr, r.stderr
+        code, _, err = run_main(*args)
+        assert code == 2 and err.count("\n") == 1 and fragment in err and "Traceback" not in err, err
     assert not (tmp_path / "s").exists()
-    r = run_cli("ingest", src, "--out", tmp_path / "out", "--allow-pickle", "--overwrite", "--quiet")
-    assert r.returncode == 0, r.stderr
-    r = run_cli("inspect", tmp_path / "out")
+    code, _, err = run_main("ingest", src, "--out", tmp_path / "out", "--allow-pickle", "--overwrite", "--quiet")
+    assert code == 0, err
+
+
+def test_inspect_as_a_real_process(tmp_path):
+    """The console script's canary for `inspect` (and, through its bad input, `simulate`)."""
+    from data_io.ingest import ingest_folder
+
+    ingest_folder(write_model_i(tmp_path / "src", n=2), tmp_path / "out", progress=False, allow_pickle=True)
+    r = run_cli("inspect", tmp_path / "out", cwd=tmp_path)
     assert r.returncode == 0 and "no_sub" in r.stdout and (tmp_path / "out" / "examples.png").is_file()
+    r = run_cli("simulate", "--per-class", "many", "--out", tmp_path / "s", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a whole number" in r.stderr
 
 
 def test_simulate_refuses_existing_and_nonempty_outputs(tmp_path):

@@ -1,20 +1,19 @@
-"""Whole studies on the real stack: local Ray, SQLite MLflow, Optuna, e2cnn models, tiny data."""
+"""A whole study on the real stack: local Ray, SQLite MLflow, Optuna, e2cnn models, tiny data.
+
+The study runs as a real `run_study.py tune` process (the command's canary for the console
+script) that joins the session's Ray with ``--address``. Driver loss and resume:
+tests/study/search/test_faults_resume.py; node loss and spread over nodes:
+tests/study/search/test_faults_nodes.py and test_cluster_netns.py."""
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import (ROOT, TRIALS_WITH_AN_EPOCH_SQL, as_sets as _sets, finished_trials,
-                      count_in_mlflow_db, run_cli, tiny_overrides)
+from common.tiny_studies import as_sets as _sets, run_cli, tiny_overrides
 from study.tracking.mlflow_store import child_runs
 
 pytestmark = pytest.mark.slow
@@ -32,9 +31,9 @@ def _epoch_steps(client, run_id):
     return [m.step for m in client.get_metric_history(run_id, "val_auc_micro")]
 
 
-def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset, tmp_path):
+def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset, tmp_path, shared_ray):
     overrides = tiny_overrides(tiny_dataset, tmp_path, trials=6, epochs=3) + ["tune.max_concurrent=1"]
-    done = run_cli("tune", *_sets(overrides), cwd=tmp_path)
+    done = run_cli("tune", "--address", shared_ray, *_sets(overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Rerun the best:       python run_study.py best --study t" in done.stdout
     assert "/#/experiments/" in done.stdout and "runs?orderByKey=metrics.%60val_auc_micro%60&orderByAsc=false" in done.stdout
@@ -76,70 +75,3 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
         assert f"results/{name}" in artifacts
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "study")} >= {
         "study/config.yaml", "study/dataset.json", "study/search_space.json"}
-
-
-def _finished_trials(db: Path) -> int:
-    return finished_trials(db, "r")
-
-
-def _trials_with_an_epoch(db: Path) -> int:
-    return count_in_mlflow_db(db, TRIALS_WITH_AN_EPOCH_SQL)
-
-
-def test_resume_after_the_driver_is_killed_reruns_and_relogs_nothing(tiny_dataset, tmp_path):
-    overrides = tiny_overrides(tiny_dataset, tmp_path, trials=5, epochs=3, name="r") + ["tune.max_concurrent=1"]
-    args = [sys.executable, str(ROOT / "run_study.py"), "tune", "--name", "r", *_sets(overrides)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = tmp_path / "mlflow.db"
-    deadline = time.time() + 300
-    # kill once two trials are finished and a third has reported an epoch (so Tune has snapshotted it)
-    while (_finished_trials(db) < 2 or _trials_with_an_epoch(db) < 3) and time.time() < deadline \
-            and driver.poll() is None:
-        time.sleep(0.5)
-    assert driver.poll() is None, "the study ended before it could be interrupted"
-    os.killpg(driver.pid, signal.SIGKILL)   # the driver and the local Ray it started
-    driver.wait()
-
-    client, _, before = _study_runs(db, "r")
-    finished = {r.info.run_id: (r.info.end_time, _epoch_steps(client, r.info.run_id))
-                for r in before if r.data.tags.get("status") in ("completed", "pruned")}
-    assert len(finished) >= 2
-
-    again = run_cli("tune", "--name", "r", "--resume", *_sets(overrides), cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    client, parent, after = _study_runs(db, "r")
-    assert len(after) == 5 and len({r.data.tags["trial_id"] for r in after}) == 5
-    for run in after:
-        steps = _epoch_steps(client, run.info.run_id)
-        assert steps == list(range(1, len(steps) + 1))
-        assert run.data.tags["status"] in ("completed", "pruned")
-        if run.info.run_id in finished:   # finished before the kill: not rerun, not re-logged
-            assert (run.info.end_time, steps) == finished[run.info.run_id]
-    board = client.download_artifacts(parent.info.run_id, "results/leaderboard.csv", str(tmp_path))
-    assert len(Path(board).read_text().strip().splitlines()) == 1 + 5
-
-
-def test_trials_spread_over_two_nodes_and_are_logged_once(tiny_dataset, tmp_path, monkeypatch):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from study.config import load_config
-    from study.search.tuner import run_study
-
-    monkeypatch.chdir(tmp_path)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        config = load_config(None, tiny_overrides(tiny_dataset, tmp_path, trials=4, epochs=2, name="two"))
-        outcome = run_study(config, address=cluster.address)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    client, _, runs = _study_runs(tmp_path / "mlflow.db", "two")
-    assert len(runs) == 4 and len(outcome.trials) == 4
-    nodes = {n for r in runs for n in r.data.tags["nodes"].split(",")}
-    assert len(nodes) == 2, f"trials ran on {nodes}"

@@ -9,7 +9,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import ROOT, as_sets, run_cli, tiny_overrides
+from common.tiny_studies import ROOT, as_sets, tiny_overrides
 from lensnets import ModelConfig, build_model
 from lensnets.memory import GIB, equal_micro_batch, measure_train_step
 from study.engine.spec import RunSpec, Split
@@ -144,13 +144,13 @@ def test_every_cluster_trial_fits_a_24_gb_gpu_by_the_estimate():
 
 
 @pytest.mark.slow
-def test_studies_on_a_tiny_budget_micro_batch_or_fail_with_a_reason(tiny_dataset, tmp_path):
+def test_studies_on_a_tiny_budget_micro_batch_or_fail_with_a_reason(tiny_dataset, tmp_path, shared_ray, run_main):
     model = build_model(ModelConfig(name="D4", width=0.1, width_mode="channels", input_size=29))
     budget = measure_train_step(model, 6).peak / GIB
     overrides = tiny_overrides(tiny_dataset, tmp_path, trials=2, epochs=1, name="small") + [
         f"train.memory_budget_gb={budget:.6f}", "tune.max_failures=0"]
-    done = run_cli("tune", *as_sets(overrides), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    code, _, err = run_main("tune", *as_sets(overrides))
+    assert code == 0, err[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("small")
     parent, = client.search_runs([exp.experiment_id], "tags.role = 'study'")
@@ -161,8 +161,8 @@ def test_studies_on_a_tiny_budget_micro_batch_or_fail_with_a_reason(tiny_dataset
 
     overrides = tiny_overrides(tiny_dataset, tmp_path, trials=1, epochs=1, name="none") + [
         "train.memory_budget_gb=0.0001", "tune.max_failures=0"]
-    done = run_cli("tune", *as_sets(overrides), cwd=tmp_path)
-    assert done.returncode == 1 and "every trial failed" in done.stderr
+    code, _, err = run_main("tune", *as_sets(overrides))
+    assert code == 1 and "every trial failed" in err
     exp = client.get_experiment_by_name("none")
     run, = client.search_runs([exp.experiment_id], "tags.role = 'trial'")
     assert run.data.tags["status"] == "failed"

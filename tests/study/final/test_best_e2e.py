@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,21 +10,22 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import run_cli, tune_tiny_study
+from common.tiny_studies import run_cli
 from study.tracking.mlflow_store import child_runs
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ("no_sub", "cdm", "vortex")
-# 29 px: the smallest input the steerable CNN takes (lensnets.config.MIN_INPUT_SIZE)
-STUDY = ["data.image_size=29", "search.groups=[C4]", "tune.max_concurrent=1"]
 
 
 @pytest.fixture(scope="module")
-def rerun(tiny_dataset, tmp_path_factory):
-    """(tmp, tracking uri, `best` process, its report folder) after a 2-trial C4 study."""
-    tmp = tmp_path_factory.mktemp("best")
-    uri = tune_tiny_study(tiny_dataset, tmp, STUDY)
+def rerun(finished_c4_study, tmp_path_factory):
+    """(tmp, tracking uri, `best` process, its report folder) after the session's 2-trial C4 study
+    (29 px: the smallest input the steerable CNN takes, lensnets.config.MIN_INPUT_SIZE).
+
+    `best` runs as a real subprocess here: the command's canary for the console script."""
+    tmp = Path(shutil.copytree(finished_c4_study, tmp_path_factory.mktemp("best") / "study"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
     best = run_cli("best", "--study", "t", "--tracking-uri", uri, "--threads", "1", "--out", str(tmp / "report"),
                    cwd=tmp)
     assert best.returncode == 0, best.stderr[-3000:]
@@ -120,26 +122,21 @@ def test_evaluate_scores_the_registered_model_on_another_preset(rerun, other_pre
     (["evaluate", "--model", "{report}/lens_classifier.pt2", "--data", "{data}"], "not a readable weights file"),
     (["evaluate", "--model", "{report}/model_weights.pt", "--data", "{tmp}/missing"], "does not exist"),
 ])
-def test_bad_input_is_one_line_and_exit_2(rerun, tiny_dataset, args, needle):
+def test_bad_input_is_one_line_and_exit_2(rerun, tiny_dataset, run_main, args, needle):
     tmp, uri, _, report = rerun
     args = [a.format(data=tiny_dataset, report=report, tmp=tmp) for a in args]
-    done = run_cli(*args, "--tracking-uri", uri, cwd=tmp)
-    assert done.returncode == 2 and done.stdout == ""
-    assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr, done.stderr
+    code, out, err = run_main(*args, "--tracking-uri", uri, cwd=tmp)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err, err
 
 
-def test_best_on_other_data_names_each_domain_difference(rerun, other_preset):
-    import shutil
-
-    tmp, _, _, _ = rerun
-    copy = tmp / "copy"                       # a copy of the store: the rerun above stays the only one
-    copy.mkdir()
-    shutil.copy(tmp / "mlflow.db", copy / "mlflow.db")
-    done = run_cli("best", "--study", "t", "--tracking-uri", f"sqlite:///{copy / 'mlflow.db'}", "--epochs", "1",
-                   "--no-control", "--threads", "1", "--data", str(other_preset), "--out", str(copy / "report"),
-                   cwd=copy)
-    assert done.returncode == 0, done.stderr[-3000:]
-    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+def test_best_on_other_data_names_each_domain_difference(c4_study, other_preset, run_main):
+    copy = c4_study                           # a copy of the store: the rerun above stays the only one
+    code, _, err = run_main("best", "--study", "t", "--tracking-uri", f"sqlite:///{copy / 'mlflow.db'}",
+                            "--epochs", "1", "--no-control", "--threads", "1", "--data", str(other_preset),
+                            "--out", str(copy / "report"), cwd=copy)
+    assert code == 0, err[-3000:]
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert [w.split(" differs")[0] for w in warnings] == [
         "warning: raw image shape", "warning: pixel scale", "warning: field of view", "warning: preset"]
     assert all("study 't' tuned on" in w and "drop --data" in w for w in warnings)

@@ -1,18 +1,18 @@
 """The domain check: a 64x64 model scored on a 150x150 set warns, and `--match-field` resamples.
 
 Real parts: simulated datasets (small64 and model_i presets), a real C4 model saved in the
-project's weights format, `run_study.py evaluate` and `ingest` as subprocesses.
+project's weights format, `run_study.py evaluate` and `ingest` called in process.
 """
 from __future__ import annotations
 
 import json
+import typing
 
 import numpy as np
 import pytest
 import torch
 
 from common.errors import UsageError
-from common.tiny_studies import run_cli
 from data_io.domain import Domain, compare, dataset_domain, resample_to_field
 from study.engine.predict import Predictor
 from study.final.weights import load_model, save_weights
@@ -73,16 +73,26 @@ def test_weights_files_carry_the_training_domain(sets):
                                                                     "simulate:model_i")
 
 
-def _evaluate(tmp, model, data, *extra):
-    out = tmp / f"ev-{len(list(tmp.iterdir()))}"
-    done = run_cli("evaluate", "--model", str(model), "--data", str(data), "--json", "--out", str(out),
-                   *extra, cwd=tmp)
-    return done, (json.loads(done.stdout) if done.returncode == 0 else None)
+@pytest.fixture
+def evaluate(run_main):
+    """``evaluate --json`` in this process: (exit status, stdout, stderr, the JSON result or None)."""
+    def run(tmp, model, data, *extra):
+        out = tmp / f"ev-{len(list(tmp.iterdir()))}"
+        code, stdout, stderr = run_main("evaluate", "--model", str(model), "--data", str(data), "--json",
+                                        "--out", str(out), *extra, cwd=tmp)
+        return Done(code, stdout, stderr), (json.loads(stdout) if code == 0 else None)
+    return run
 
 
-def test_a_64px_model_on_a_150px_set_warns_and_match_field_changes_the_result(sets):
+class Done(typing.NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def test_a_64px_model_on_a_150px_set_warns_and_match_field_changes_the_result(sets, evaluate):
     tmp, weights, _, model_i = sets
-    plain, scored = _evaluate(tmp, weights, model_i)
+    plain, scored = evaluate(tmp, weights, model_i)
     assert plain.returncode == 0, plain.stderr[-2000:]
     warnings = [line for line in plain.stderr.splitlines() if line.startswith("warning:")]
     assert [w.split(" differs")[0] for w in warnings] == [
@@ -91,7 +101,7 @@ def test_a_64px_model_on_a_150px_set_warns_and_match_field_changes_the_result(se
     assert '0.05"/px' in warnings[1] and '0.08"/px' in warnings[1] and "--match-field" in warnings[1]
     assert scored["domain"]["status"] == "mismatch" and not scored["domain"]["match_field"]["applied"]
 
-    matched, resampled = _evaluate(tmp, weights, model_i, "--match-field")
+    matched, resampled = evaluate(tmp, weights, model_i, "--match-field")
     assert matched.returncode == 0, matched.stderr[-2000:]
     lines = matched.stderr.splitlines()
     assert any(line.startswith("note: --match-field: resampled") for line in lines)
@@ -102,14 +112,14 @@ def test_a_64px_model_on_a_150px_set_warns_and_match_field_changes_the_result(se
     assert resampled["loss"] != pytest.approx(scored["loss"], abs=1e-6), "resampling changed nothing"
 
 
-def test_an_in_domain_set_gives_no_warning(sets, tiny_dataset):
+def test_an_in_domain_set_gives_no_warning(sets, tiny_dataset, evaluate):
     tmp, weights, _, _ = sets
-    done, scored = _evaluate(tmp, weights, tiny_dataset)
+    done, scored = evaluate(tmp, weights, tiny_dataset)
     assert done.returncode == 0 and "warning:" not in done.stderr, done.stderr[-2000:]
     assert scored["domain"]["status"] == "match"
 
 
-def test_ingested_pixel_scale_is_recorded_and_used(sets, tmp_path):
+def test_ingested_pixel_scale_is_recorded_and_used(sets, tmp_path, evaluate, run_main):
     from data_io import open_dataset
 
     tmp, weights, _, model_i = sets
@@ -121,13 +131,13 @@ def test_ingested_pixel_scale_is_recorded_and_used(sets, tmp_path):
         np.save(src / ["no_sub", "cdm", "vortex"][label] / f"{i}.npy", image)
     unknown, known = tmp_path / "unknown", tmp_path / "known"
     for out, extra in ((unknown, []), (known, ["--pixel-scale", "0.05"])):
-        done = run_cli("ingest", str(src), "--out", str(out), "--quiet", *extra, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
+        code, _, err = run_main("ingest", str(src), "--out", str(out), "--quiet", *extra)
+        assert code == 0, err[-2000:]
     assert dataset_domain(open_dataset(known).metadata).field_of_view == pytest.approx((7.5, 7.5))
-    done, _ = _evaluate(tmp, weights, unknown, "--match-field")
+    done, _ = evaluate(tmp, weights, unknown, "--match-field")
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "--pixel-scale" in done.stderr, done.stderr
-    done, scored = _evaluate(tmp, weights, known, "--match-field")
+    done, scored = evaluate(tmp, weights, known, "--match-field")
     assert done.returncode == 0 and scored["domain"]["match_field"]["applied"], done.stderr[-2000:]
 
 
@@ -135,21 +145,20 @@ def test_ingested_pixel_scale_is_recorded_and_used(sets, tmp_path):
     ("older", "records no pixel scale for its training data"),
     ("pixel-scale", "must be a positive number"),
 ])
-def test_bad_input_is_one_line_and_exit_2(sets, tiny_dataset, tmp_path, case, needle):
+def test_bad_input_is_one_line_and_exit_2(sets, tiny_dataset, tmp_path, case, needle, evaluate, run_main):
     tmp, _, older, model_i = sets
     if case == "older":
-        done, _ = _evaluate(tmp, older, model_i, "--match-field")
+        done, _ = evaluate(tmp, older, model_i, "--match-field")
     else:
-        done = run_cli("ingest", str(tiny_dataset), "--out", str(tmp_path / "x"), "--pixel-scale", "-1",
-                       cwd=tmp_path)
+        done = Done(*run_main("ingest", str(tiny_dataset), "--out", str(tmp_path / "x"), "--pixel-scale", "-1"))
         assert not (tmp_path / "x").exists()
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr, done.stderr
 
 
-def test_a_model_without_a_record_says_what_it_could_not_check(sets):
+def test_a_model_without_a_record_says_what_it_could_not_check(sets, evaluate):
     tmp, _, older, model_i = sets
-    done, scored = _evaluate(tmp, older, model_i)
+    done, scored = evaluate(tmp, older, model_i)
     assert done.returncode == 0 and "warning:" not in done.stderr
     assert "note: model" in done.stderr and "records no training-data domain" in done.stderr
     assert scored["domain"]["status"] == "unknown"

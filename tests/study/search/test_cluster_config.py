@@ -124,9 +124,11 @@ def test_static_traps_absent(path):
     assert bad_image_tags(cfg, ray.__version__) == []
     hosts = server_hosts(cfg)
     assert hosts.get("dashboard") in LOCAL_HOSTS, hosts
-    # MLflow: localhost and the head's private address (jobs on workers log to it); never a
-    # public one - on AWS the security group keeps 5000 closed (test_aws_cluster_matches...)
-    assert hosts.get("mlflow") in LOCAL_HOSTS | {"0.0.0.0"}, hosts
+    # MLflow: on AWS localhost and the head's private address (jobs on GPU workers log to it),
+    # the security group keeps 5000 closed (test_aws_cluster_matches...); hosts without a
+    # security group (the local provider) bind it to loopback only
+    allowed = LOCAL_HOSTS | {"0.0.0.0"} if cfg["provider"]["type"] == "aws" else LOCAL_HOSTS
+    assert hosts.get("mlflow") in allowed, hosts
 
 
 def test_aws_cluster_matches_the_study_config():

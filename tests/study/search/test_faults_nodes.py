@@ -1,6 +1,7 @@
 """Node loss: a worker node dies while its trial is mid-epoch; the trial resumes elsewhere.
 
-A ``ray.cluster_utils.Cluster`` (head with no CPUs, three one-CPU workers) runs the study. When
+A ``ray.cluster_utils.Cluster`` (head with no CPUs, three one-CPU workers) runs the study, two
+trials at a time, so trials spread over nodes (checked too). When
 a trial reports its first epoch (the report returns at once and epoch 2 starts), the test kills
 that trial's node. The trial must continue from its last checkpoint on another node - the next
 epoch it reports follows the last one reported, none is reported twice, so at most the
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 EPOCHS = 3
 
 
-def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch):
+def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch, own_ray):
     import ray
     from mlflow.tracking import MlflowClient
     from ray.cluster_utils import Cluster
@@ -71,6 +72,8 @@ def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch
     assert restored == [(victim, interrupted - 1, history[moved][1])], "restored from the last checkpoint"
     for trial in {t for t, _, _ in reports}:
         assert [e for t, e, _ in reports if t == trial] == list(range(1, EPOCHS + 1))
+    # two trials at a time on one-CPU nodes: they spread (tune.reuse_actors auto: no reuse here)
+    assert len({node for _, epoch, node in reports if epoch == 1}) >= 2
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = child_runs(client, outcome.experiment_id, outcome.parent_run_id)

@@ -1,11 +1,13 @@
 """Driver loss: a resumed study stops the same weak trials an uninterrupted one stops.
 
-One local Ray instance (started here) serves three studies with the same seed and
-``tune.max_concurrent=1`` (so the order of results is fixed): an uninterrupted one, and one
-whose driver is SIGKILLed mid-study (the Ray cluster survives, as the head of a real cluster
-does) and then resumed with ``--resume``. ASHA's rungs (``asha.json``) and the Optuna study
-(``optuna.db``) are carried across the resume, so the two studies must propose the same
-configurations, stop the same ones at the same epochs, and record the same rung values.
+The session's local Ray instance serves two studies with the same seed and
+``tune.max_concurrent=1`` (so the order of results is fixed): an uninterrupted one (run in this
+process), and one whose driver - a real `run_study.py tune` process - is SIGKILLed mid-study
+(the Ray cluster survives, as the head of a real cluster does) and then resumed with
+``--resume``. ASHA's rungs (``asha.json``) and the Optuna study (``optuna.db``) are carried
+across the resume, so the two studies must propose the same configurations, stop the same ones
+at the same epochs, and record the same rung values; trials that finished before the kill are
+neither rerun nor logged again.
 """
 from __future__ import annotations
 
@@ -16,18 +18,24 @@ import sys
 import time
 
 import pytest
+from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import (ROOT, as_sets as _sets, finished_trials, local_ray_instance, run_cli, study_outcome,
-                      tiny_overrides)
+from common.tiny_studies import ROOT, as_sets as _sets, finished_trials, study_outcome, tiny_overrides
+from study.tracking.mlflow_store import child_runs
+from tests.support.sessions import tune_in_process
 
 pytestmark = pytest.mark.slow
 TRIALS, EPOCHS = 6, 3
 
 
-@pytest.fixture(scope="module")
-def shared_ray():
-    with local_ray_instance(num_cpus=2) as address:
-        yield address
+def _finished_runs(db, name: str) -> dict:
+    """run id -> (end time, logged epochs) of the study's trials that carry a final status."""
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(name)
+    (parent,) = client.search_runs([exp.experiment_id], "tags.role = 'study'")
+    return {r.info.run_id: (r.info.end_time, [m.step for m in client.get_metric_history(r.info.run_id, "val_auc_micro")])
+            for r in child_runs(client, exp.experiment_id, parent.info.run_id)
+            if r.data.tags.get("status") in ("completed", "pruned")}
 
 
 def test_resumed_study_stops_the_same_trials_as_an_uninterrupted_one(shared_ray, tiny_dataset, tmp_path):
@@ -35,8 +43,7 @@ def test_resumed_study_stops_the_same_trials_as_an_uninterrupted_one(shared_ray,
         return tiny_overrides(tiny_dataset, tmp_path, trials=TRIALS, epochs=EPOCHS, name=name) + [
             "tune.max_concurrent=1"]
 
-    plain = run_cli("tune", "--name", "u", "--address", shared_ray, *_sets(overrides("u")), cwd=tmp_path)
-    assert plain.returncode == 0, plain.stderr[-3000:]
+    tune_in_process(tmp_path, overrides("u"), "--name", "u")
 
     args = [sys.executable, str(ROOT / "run_study.py"), "tune", "--name", "r", "--address", shared_ray,
             *_sets(overrides("r"))]
@@ -50,10 +57,10 @@ def test_resumed_study_stops_the_same_trials_as_an_uninterrupted_one(shared_ray,
     driver.send_signal(signal.SIGKILL)     # the driver only: the Ray cluster keeps running
     driver.wait()
     finished_at_kill = finished_trials(db, "r") - baseline
+    before = _finished_runs(db, "r")
+    assert len(before) >= 2
 
-    again = run_cli("tune", "--name", "r", "--resume", "--address", shared_ray, *_sets(overrides("r")),
-                    cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
+    tune_in_process(tmp_path, overrides("r"), "--name", "r", "--resume")
 
     uninterrupted, resumed = study_outcome(tmp_path, "u"), study_outcome(tmp_path, "r")
     assert len(resumed["trials"]) == TRIALS
@@ -61,6 +68,12 @@ def test_resumed_study_stops_the_same_trials_as_an_uninterrupted_one(shared_ray,
     assert resumed["rungs"] == uninterrupted["rungs"], "ASHA saw the same values at every rung"
     assert resumed["optuna"] == uninterrupted["optuna"], "Optuna was told the same outcomes"
     assert resumed["running"] == 0, "no Optuna trial is left RUNNING"
+    after = _finished_runs(db, "r")
+    assert len(after) == TRIALS
+    for run_id, (end_time, steps) in before.items():   # finished before the kill: not rerun, not re-logged
+        assert after[run_id] == (end_time, steps)
+    board = tmp_path / "runs" / "r.state" / "artifacts" / "leaderboard.csv"
+    assert len(board.read_text().strip().splitlines()) == 1 + TRIALS
     pruned = sum(status == "pruned" for status, _ in resumed["trials"].values())
     print(f"\nFIGURES driver loss: 1 driver SIGKILLed after {finished_at_kill} finished trials; "
           f"{TRIALS}/{TRIALS} trials recovered, {pruned} stopped by ASHA exactly as without the "

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.tiny_studies import local_ray_instance, tiny_overrides
+from common.tiny_studies import tiny_overrides
 from study.tracking.mlflow_store import child_runs
 from study.tracking.trial_logger import MlflowTrialLogger
 
@@ -59,19 +59,13 @@ class MlflowServer:
         self.proc = None
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    with local_ray_instance(num_cpus=2):
-        yield
-
-
 def _checkpoint_epochs(trial_dir: Path) -> list[int]:
     latest = sorted(trial_dir.glob("checkpoint_*"))[-1]
     state = torch.load(latest / "checkpoint.pt", map_location="cpu", weights_only=True)
     return [int(record["epoch"]) for record in state["history"]]
 
 
-def test_outage_mid_study_loses_nothing(local_ray, tiny_dataset, tmp_path, monkeypatch, capfd):
+def test_outage_mid_study_loses_nothing(shared_ray, tiny_dataset, tmp_path, monkeypatch, capfd):
     from mlflow.tracking import MlflowClient
 
     from common.errors import UsageError
