@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 from common.tiny_studies import ROOT
 HELPER = Path(nc.__file__).resolve()
 TIME_BOUND = 360            # seconds for the whole test, cleanup included
-TRIALS = 6                  # 1 CPU each, all at once: more than any one node's CPUs
+TRIALS = 4                  # 1 CPU each, all at once: more than any one node's CPUs (2)
 STUDY = "netns"
 RAY = str(Path(sys.executable).parent / "ray")
 PING = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)"

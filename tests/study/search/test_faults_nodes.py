@@ -31,7 +31,11 @@ def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch
     from study.search.tuner import run_study
 
     monkeypatch.chdir(tmp_path)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    # the node's death is noticed within ~2 s (Ray's defaults: a health check every 3 s, 5 missed)
+    fast_health_checks = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000,
+                          "health_check_failure_threshold": 2}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                            "_system_config": fast_health_checks})
     workers = [cluster.add_node(num_cpus=1, object_store_memory=150 * 2**20) for _ in range(3)]
     cluster.wait_for_nodes()
 
