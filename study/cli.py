@@ -7,6 +7,9 @@ import sys
 from common.errors import UsageError
 
 
+SHOWN_TRIALS = 15   # rows of the end-of-study leaderboard printed; all are in leaderboard.csv
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "tune", help="run a hyperparameter study (the default command)",
@@ -80,7 +83,9 @@ def print_summary(outcome) -> None:
           f"({(trials.status == 'completed').sum()} completed, {(trials.status == 'pruned').sum()} pruned "
           f"by ASHA, {(trials.status == 'failed').sum()} failed)\n")
     print(MATCHED_NOTE.format(metric=metric) + "\n")
-    print(markdown(shown.head(15)))
+    print(markdown(shown.head(SHOWN_TRIALS)))
+    if len(shown) > SHOWN_TRIALS:
+        print(f"... {len(shown) - SHOWN_TRIALS} more in {outcome.artifacts / 'leaderboard.csv'}\n")
     print(markdown(by_group(trials, mode)))
     from study.tracking.mlflow_store import redact, runs_table_url
 

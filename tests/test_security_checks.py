@@ -126,6 +126,7 @@ def test_ray_default_rules_are_what_this_test_assumes():
     assert '"FromPort": 22' in body and '"ToPort": 22' in body and body.count("CidrIp") == 1
 
 
+@pytest.mark.slow
 def test_local_ray_uses_token_auth_and_no_dashboard(tmp_path):
     """What ``run_study`` starts on a laptop: token authentication on, no dashboard server, and a
     token file only its owner can read (Ray writes it 0644).

@@ -17,7 +17,9 @@ What, under which private name, and what for:
   kept on disk across driver restarts;
 - the logger ``ray.train._internal.storage``: its "Checkpoint successfully created" INFO line;
 - ``ray.tune.experimental.output._render_table_item``: the console's float format in a trial's
-  start and result blocks (``.5f``, so a weight decay of 1e-6 printed as ``0.``).
+  start and result blocks (``.5f``, so a weight decay of 1e-6 printed as ``0.``);
+- ``ray.tune.experimental.output.TuneTerminalReporter.experiment_started``: the start table's
+  names for the search and scheduler, and its TensorBoard hint.
 """
 from __future__ import annotations
 
@@ -71,6 +73,22 @@ def readable_console_floats() -> None:
 
     render_table_item.readable_floats = True
     output._render_table_item = render_table_item
+
+
+def readable_console_header(search: str, scheduler: str) -> None:
+    """Tune's start table names the study's search and scheduler (``search``, ``scheduler``), not
+    Tune's wrapper classes (``SearchGenerator``, ``PersistentASHA``), and drops Tune's TensorBoard
+    hint (the study logs to MLflow; TensorBoard is not installed). Safe to call once per study."""
+    reporter = importlib.import_module(RAY_CONSOLE_OUTPUT).TuneTerminalReporter
+    original = getattr(reporter.experiment_started, "original", reporter.experiment_started)
+
+    def experiment_started(self, experiment_name, experiment_path, searcher_str, scheduler_str,
+                           total_num_samples, tensorboard_path=None, **kwargs):
+        return original(self, experiment_name, experiment_path, search, scheduler, total_num_samples,
+                        tensorboard_path=None, **kwargs)
+
+    experiment_started.original = original
+    reporter.experiment_started = experiment_started
 
 
 # ----------------------------------------------------------------------------- Optuna via Tune
@@ -131,7 +149,7 @@ def check(search=None, scheduler=None, optuna_trial=None) -> list[str]:
     if optuna_trial is not None:
         missing(optuna_trial, ("_trial_id",), "optuna.Trial")
     output = importlib.import_module(RAY_CONSOLE_OUTPUT)
-    missing(output, ("_render_table_item", "_get_dict_as_table_data"), RAY_CONSOLE_OUTPUT)
+    missing(output, ("_render_table_item", "_get_dict_as_table_data", "TuneTerminalReporter"), RAY_CONSOLE_OUTPUT)
     try:
         source = importlib.import_module(RAY_CHECKPOINT_LOGGER)
         if "Checkpoint successfully created" not in open(source.__file__).read():

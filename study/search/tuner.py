@@ -65,6 +65,7 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
             log_study_inputs(client, parent_id, config, dataset, paths)
         tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume, reuse_actors=reuse_actors(config))
         internals.readable_console_floats()   # 1e-05, not 0.00001, in trial start/result blocks
+        internals.readable_console_header(*console_names(config))
         stop.check(config.name)
         tuner.fit()
         stop.check(config.name)   # stopped by a signal: Tune saved its state; the parent run stays RUNNING
@@ -125,6 +126,18 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
             callbacks=[make_logger(config, paths, exp_id, parent_id)],
         ),
     )
+
+
+def console_names(config: StudyConfig) -> tuple[str, str]:
+    """How the console names the search and the scheduler: ``Optuna TPE (seed 0)`` and
+    ``ASHA: rungs at epochs 1, 3 of 8, keeps the top 1/3``."""
+    t, rungs, epoch = config.tune, [], config.tune.grace_period
+    while epoch < config.train.max_epochs:
+        rungs.append(str(epoch))
+        epoch *= t.reduction_factor
+    return (f"Optuna TPE (seed {config.seed})",
+            f"ASHA: rungs at epochs {', '.join(rungs) or 'none'} of {config.train.max_epochs}, "
+            f"keeps the top 1/{t.reduction_factor}")
 
 
 def reuse_actors(config: StudyConfig) -> bool:

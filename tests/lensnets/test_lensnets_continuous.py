@@ -147,6 +147,7 @@ def off_grid_deviation(group: str, seed: int = 0) -> float:
     return statistics.median(devs)
 
 
+@pytest.mark.slow
 def test_so2_is_nearly_invariant_off_the_grid_and_c4_is_not():
     assert off_grid_deviation("SO2") <= OFF_GRID_BOUND
     assert off_grid_deviation("C4") > OFF_GRID_BOUND

@@ -86,6 +86,7 @@ def test_estimate_is_close_to_linear_in_the_batch():
     assert estimate.largest_batch(estimate.fixed) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", [None, torch.bfloat16])
 def test_lean_mode_halves_the_seed_networks_activation_memory(precision):
     """The seed's C8 network (width 1) at 129 px: lean activations <= 1/2 of plain."""

@@ -56,6 +56,7 @@ def test_param_count_matches_formula_and_heads(group, head):
     assert model(x).shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_seed_architecture_at_129_px():
     """C8, width 1: the seed's 24-48-48-96-96-64 regular fields and its 64 x 26 x 26 flatten."""
     config = ModelConfig(name="C8", head="flatten", input_size=129)

@@ -53,6 +53,8 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
     console = done.stdout + done.stderr
     (tmp_path / "console.txt").write_text(console)
     assert "Checkpoint successfully created" not in console          # Ray Train's INFO line per epoch
+    assert "Optuna TPE (seed 0)" in console and "ASHA: rungs at epochs 1, 2 of 3, keeps the top 1/2" in console
+    assert "SearchGenerator" not in console and "tensorboard" not in console.lower()
     for run in runs:                                                   # Tune names trials as MLflow does
         assert f"Trial {run.info.run_name} " in console, run.info.run_name
     shown_wd = [float(v) for v in re.findall(r"weight_decay\s+([0-9.e+-]+)", console)]

@@ -67,3 +67,21 @@ def test_console_blocks_print_a_small_weight_decay_in_scientific_notation():
     internals.readable_console_floats()                 # twice is once
     shown = dict(output._get_dict_as_table_data(config))
     assert (shown["weight_decay"], shown["lr"], shown["batch_size"], shown["model"]) == ("1.2e-06", "0.00073", 32, "C4")
+
+
+def test_console_header_names_the_study_search_and_scheduler_and_no_tensorboard(capsys):
+    from ray.tune.experimental.output import AirVerbosity, TuneTerminalReporter
+
+    from study.search.tuner import console_names
+
+    config = load_config(None, [])          # configs/local.yaml: grace 1, reduction 3, 8 epochs
+    search, scheduler = console_names(config)
+    assert (search, scheduler) == ("Optuna TPE (seed 0)", "ASHA: rungs at epochs 1, 3 of 8, keeps the top 1/3")
+    internals.readable_console_header(search, scheduler)
+    internals.readable_console_header(search, scheduler)     # twice is once
+    TuneTerminalReporter(AirVerbosity.DEFAULT).experiment_started(
+        experiment_name="lens-study", experiment_path="/tmp/runs/lens-study", searcher_str="SearchGenerator",
+        scheduler_str="PersistentASHA", total_num_samples=16, tensorboard_path="/tmp/runs/lens-study")
+    out = capsys.readouterr().out
+    assert search in out and scheduler in out
+    assert "SearchGenerator" not in out and "PersistentASHA" not in out and "tensorboard" not in out.lower()

@@ -11,6 +11,7 @@ import pytest
 from common.tiny_studies import ROOT
 
 
+@pytest.mark.slow
 def test_the_printed_url_opens_the_runs_table_sorted_by_the_study_metric(tmp_path):
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         pytest.skip("no chromium binary (apt-get install chromium; .ci/run installs it)")
