@@ -4,6 +4,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from common.errors import UsageError
 from study.config import load_config
 from study.search.schedulers import PersistentASHA, PruningOptunaSearch
 from study.search.space import define_by_run
@@ -66,3 +67,17 @@ def test_asha_rung_lists_survive_a_restart(tmp_path):
     assert restarted.on_trial_result(None, _Trial("d"), weak) == PersistentASHA.STOP
     assert forgetful.on_trial_result(None, _Trial("d"), weak) == PersistentASHA.CONTINUE
     assert first.rungs() != [{}] and "d" in restarted.rungs()[0]["1"]
+
+
+@pytest.mark.parametrize("setting, expected", [("auto", True), ("true", True), ("false", False)])
+def test_actors_are_reused_on_a_one_node_cluster_unless_told_otherwise(shared_ray, setting, expected):
+    """``tune.reuse_actors: auto`` reuses on one node with CPUs (the session's local Ray); on several
+    nodes it does not (tests/study/search/test_faults_nodes.py sees two trials spread)."""
+    from study.search.tuner import reuse_actors
+
+    assert reuse_actors(load_config(None, [f"tune.reuse_actors={setting}"])) is expected
+
+
+def test_reuse_actors_takes_auto_true_or_false_only():
+    with pytest.raises(UsageError, match="tune.reuse_actors must be auto, true or false"):
+        load_config(None, ["tune.reuse_actors=sometimes"])
