@@ -2,7 +2,7 @@
 """One command line for the whole project.
 
     python run_study.py                  # the embedded default study (= tune)
-    python run_study.py tune --config configs/local.yaml --set trials=8
+    python run_study.py tune --config configs/local.yaml --set tune.trials=8
     python run_study.py best --study NAME
     python run_study.py evaluate --model models:/NAME@best --data data/other
     python run_study.py simulate --preset model_i --per-class 100 --out data/mi

@@ -8,8 +8,9 @@ Makes two test sets of ``--per-class`` images per class (no_sub, cdm, vortex), a
 ``test`` split, under ``--out``:
 
 - ``ours/``: our simulator (``data_io``), preset ``model_i``;
-- ``lenstronomy/``: DeepLense Model I (REFERENCE.md section 2) rendered with lenstronomy's own
-  classes, as DeepLense's public code does: ``LensModel(["SIE", "SHEAR", "POINT_MASS", ...])``,
+- ``lenstronomy/``: DeepLense Model I (github.com/ML4SCI/DeepLense; docs/physics-and-references.md)
+  rendered with lenstronomy's own classes (Birrer & Amara 2018, arXiv:1803.09746), as DeepLense's
+  public code does: ``LensModel(["SIE", "SHEAR", "POINT_MASS", ...])``,
   ``LightModel(["SERSIC_ELLIPSE"])``, ``ImageData``, a Gaussian ``PSF``, ``ImageModel``, and its
   noise functions (``image_util.add_poisson`` / ``add_background``, then Poisson counts). The
   parameters are drawn here, independently of ``data_io.simulator``; only the dataset format
@@ -48,7 +49,8 @@ CLASS_NAMES = ("no_sub", "cdm", "vortex")
 SOURCE = "lenstronomy:model_i"
 ARCSEC_PER_RAD = 206264.80624709636
 
-# DeepLense Model I (REFERENCE.md section 2), written out here rather than read from
+# DeepLense Model I (github.com/ML4SCI/DeepLense's simulation code; docs/physics-and-references.md),
+# written out here rather than read from
 # data_io.presets so that this set shares no code with the simulator it checks.
 MODEL_I = dict(
     num_pix=150, pixel_scale=0.05, psf_fwhm=0.087, psf_truncation=3.0, background_rms=0.01,

@@ -1,6 +1,8 @@
 """Simulation presets: named, frozen sets of physical and instrument parameters.
 
-``model_i`` reproduces DeepLense's public "Model I" simulation (REFERENCE.md section 2).
+``model_i`` reproduces DeepLense's public "Model I" simulation (the simulation code in
+github.com/ML4SCI/DeepLense; the classes follow Alexander et al. 2020, ApJ 893:15,
+arXiv:1909.07346, and Alexander et al., arXiv:2008.12731; see docs/physics-and-references.md).
 Ranges are ``(low, high)`` for uniform draws; equal ends mean a fixed value.
 """
 from __future__ import annotations

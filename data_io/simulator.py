@@ -1,6 +1,8 @@
 """Batch strong-lensing simulator: SIE + shear + point-mass substructure, Sersic source, PSF, noise.
 
-One image is rendered as DeepLense's lenstronomy pipeline renders it (REFERENCE.md section 2):
+One image is rendered as DeepLense's lenstronomy pipeline renders it (the Model I simulation code
+of github.com/ML4SCI/DeepLense; lenstronomy: Birrer & Amara 2018, arXiv:1803.09746; sources in
+docs/physics-and-references.md):
 ray-shoot every pixel centre, ``beta = theta - alpha(theta)``; evaluate the Sersic source at
 ``beta`` (surface brightness per arcsec^2) times the pixel area; convolve with the truncated
 Gaussian PSF (separable, edge pixels repeated: ``ImageModel``'s Gaussian PSF path is

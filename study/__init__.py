@@ -8,5 +8,7 @@ Rooms, each importing only the ones listed before it:
 - :mod:`study.search` - Ray Tune + Optuna + ASHA: space, schedulers, trainable, preflight, driver;
 - :mod:`study.final` - the best trial retrained as a standalone job, evaluation, export (no Ray Tune);
 - :mod:`study.verdict` - each group's best configuration retrained over seeds against the control;
-- :mod:`study.cli` - the ``tune``, ``leaderboard``, ``best``, ``evaluate`` and ``verdict`` commands.
+- :mod:`study.cli` - the ``tune``, ``best``, ``evaluate`` and ``verdict`` commands (``run_study.py
+  --help`` lists them with the data and model commands: ``simulate``, ``ingest``, ``inspect``,
+  ``models``).
 """

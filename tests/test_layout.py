@@ -1,5 +1,6 @@
 """The house rules a newcomer relies on: study/ in rooms that import one way, modules that fit an
-afternoon's reading, one list of model names, and a README whose paths exist."""
+afternoon's reading, one list of model names, and a README and docs whose paths exist, with a
+layout page (docs/layout.md) that names every module of study/."""
 from __future__ import annotations
 
 import ast
@@ -66,11 +67,28 @@ def test_the_study_accepts_exactly_the_model_names_lensnets_owns():
         load_config(None, ["search.groups=[C5]"])
 
 
-def test_every_path_the_readme_names_exists():
-    text = (ROOT / "README.md").read_text()
-    named = set(re.findall(r"(?<![\w/.-])((?:study|lensnets|data_io|common|tests|benchmarks|configs)"
-                           r"/[\w./*-]*[\w/*])", text))
-    # study/config.yaml, study/dataset.json: artifact paths inside an MLflow run, not files here
-    code = {p for p in named if p.endswith((".py", "/")) or not p.startswith("study/")}
-    missing = sorted(p for p in code if not list(ROOT.glob(p.rstrip("/"))))
-    assert not missing, f"README names paths that do not exist: {missing}"
+def test_every_path_the_readme_and_docs_name_exists():
+    """README.md and docs/*.md (tests/test_docs.py also checks the paths commands write there, the
+    command lines and the links; its docstring gives the rules for what counts as a path)."""
+    from tests.test_docs import ARTIFACTS, PAGES, REPO_DIRS, _exists, _paths
+
+    missing = sorted({f"{page.relative_to(ROOT)}: {path}" for page in PAGES for path, _ in _paths(page.read_text())
+                      if path.split("/")[0] in REPO_DIRS and path not in ARTIFACTS and not _exists(path)})
+    assert not missing, f"the README and docs name paths that do not exist: {missing}"
+
+
+def test_the_layout_page_names_every_study_module_and_only_those():
+    """docs/layout.md stays the map of study/: each room's bullet names exactly its modules."""
+    text = (ROOT / "docs" / "layout.md").read_text()
+    wrong = []
+    top = set(re.findall(r"`study/(\w+)\.py`", text))
+    actual = {p.stem for p in (ROOT / "study").glob("*.py") if p.stem != "__init__"}
+    if top != actual:
+        wrong.append(f"study/: named {sorted(top)}, modules {sorted(actual)}")
+    for room in ROOMS[1:-1]:
+        bullet = re.search(rf"`study/{room}/` - (.*?)(?=\n\s*- `|\Z)", text, re.S)
+        named = set(re.findall(rf"`(?:study/{room}/)?(\w+)\.py`", bullet.group(1))) if bullet else set()
+        actual = {p.stem for p in (ROOT / "study" / room).glob("*.py") if p.stem != "__init__"}
+        if named != actual:
+            wrong.append(f"study/{room}/: named {sorted(named)}, modules {sorted(actual)}")
+    assert not wrong, "docs/layout.md is out of date: " + "; ".join(wrong)
