@@ -20,7 +20,7 @@ with ``p`` set by ``width_mode``:
 - ``"params"``   (p = 1/2): the body's parameter count is (nearly) fixed at the seed C8 network's.
   A 5x5 regular-to-regular steerable conv has exactly ``11 |G|`` free weights per field pair, so
   its parameters are ``11 F_in F_out |G|``, constant when ``F^2 |G|`` is (the e2cnn sqrt(|G|)
-  convention); rounding, the 7x7 lifting layer and batch-norm make it approximate (see README).
+  convention); rounding, the 7x7 lifting layer and batch-norm make it approximate (see docs/models-and-memory.md).
 
 All three modes coincide for C8 (the seed's group): width 1 is the seed's network there.
 ``resnet18`` ignores ``width``, ``width_mode`` and ``head`` (torchvision's fixed-width model).

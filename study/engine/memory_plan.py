@@ -63,7 +63,7 @@ def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
 
 def resolve_channels_last(requested: bool | None, device: torch.device) -> bool:
     """``None`` (auto): channels_last on CUDA (tensor-core convolutions want NHWC), NCHW on CPU,
-    where it measured slower for these models (README, models section)."""
+    where it measured slower for these models (docs/models-and-memory.md)."""
     return device.type == "cuda" if requested is None else bool(requested)
 
 

@@ -3,7 +3,7 @@
 The rerun uses the same engine as the trials (:func:`study.engine.fit`), the same seed and the
 same fixed settings, so on CPU with the default schedule it repeats the trial; it then scores
 the final model once on the held-out test split. See :mod:`study.final.best_job` for what is
-logged, and the README's ``best`` section for commands and reproducibility.
+logged, and ``docs/best-and-evaluate.md`` for commands and reproducibility.
 """
 from __future__ import annotations
 

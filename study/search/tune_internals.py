@@ -19,7 +19,9 @@ What, under which private name, and what for:
 - ``ray.tune.experimental.output._render_table_item``: the console's float format in a trial's
   start and result blocks (``.5f``, so a weight decay of 1e-6 printed as ``0.``);
 - ``ray.tune.experimental.output.TuneTerminalReporter.experiment_started``: the start table's
-  names for the search and scheduler, and its TensorBoard hint.
+  names for the search and scheduler, and its TensorBoard hint;
+- ``Tuner._local_tuner``: the callbacks a restored ``Tuner`` unpickled (``Tuner.restore`` takes no
+  ``run_config``), so that a resumed study logs to this run's MLflow address.
 """
 from __future__ import annotations
 
@@ -91,6 +93,11 @@ def readable_console_header(search: str, scheduler: str) -> None:
     reporter.experiment_started = experiment_started
 
 
+def restored_callbacks(tuner) -> list:
+    """The callbacks of a ``Tuner.restore``d tuner, as unpickled from its ``tuner.pkl``."""
+    return list(tuner._local_tuner.get_run_config().callbacks or [])
+
+
 # ----------------------------------------------------------------------------- Optuna via Tune
 
 def optuna_study(search):
@@ -140,6 +147,12 @@ def check(search=None, scheduler=None, optuna_trial=None) -> list[str]:
         problems.append(f"TrialRunnerWrapper no longer keeps the controller in _tune_controller "
                         f"(ray {installed['ray']}, checked against {CHECKED_AGAINST['ray']}); "
                         "update tune_controller() in study/search/tune_internals.py")
+    from ray.tune import Tuner
+    from ray.tune.impl.tuner_internal import TunerInternal
+
+    if "_local_tuner" not in getattr(Tuner, "__annotations__", {}):
+        missing(Tuner, ("_local_tuner",), "Tuner")
+    missing(TunerInternal, ("get_run_config",), "TunerInternal")
     if search is not None:
         missing(search, ("_ot_study", "_ot_trials", "_completed_trials"), "OptunaSearch")
     if scheduler is not None:

@@ -62,6 +62,11 @@ class MlflowTrialLogger(Callback):
         self.__dict__.update(state)
         self._outbox = self._read_outbox()
 
+    def use_tracking_uri(self, tracking_uri: str) -> None:
+        """On --resume: log to this run's tracking URI, not the one pickled at the study's start (a
+        requeued Slurm job's MLflow server can be on another node or port)."""
+        self.tracking_uri, self._client = tracking_uri, None
+
     # ------------------------------------------------------------------ Tune hooks
 
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -6,7 +6,7 @@ group at ANY angle (the representation applied to the channels, no pixel grid in
 whole network at 30, 45 and 73 degrees on smooth images sampled analytically at rotated
 coordinates: median relative logit deviation <= OFF_GRID_BOUND for SO2, and above it for C4
 (measured at 37 px, width 0.125, model seeds 0-3: SO2 0.06-0.13, C4 0.26-0.38; O2 0.19-0.41,
-so O2 is not held to it; see ``benchmarks/invariance.py`` and the README).
+so O2 is not held to it; see ``benchmarks/invariance.py`` and docs/models-and-memory.md).
 """
 from __future__ import annotations
 

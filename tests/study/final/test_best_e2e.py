@@ -93,7 +93,7 @@ def test_registered_model_and_exported_file_load_and_agree(rerun):
     x = weights.tensors(images)
     from study.engine.metrics import probabilities
     assert np.allclose(probabilities(registered(x)).detach().numpy(), expected, atol=1e-5)
-    # the README's three-line snippet, on a .npy image
+    # docs/best-and-evaluate.md's three-line snippet, on a .npy image
     np.save(tmp / "lens.npy", images[0])
     model = torch.export.load(str(report / "lens_classifier.pt2")).module()
     probs = model(torch.from_numpy(np.load(tmp / "lens.npy")).float()[None])

@@ -105,7 +105,7 @@ def test_ray_up_spreads_a_study_over_hosts_and_logs_it_to_mlflow(lab, tiny_datas
         submit(lab, cfg, [sys.executable, str(ROOT / "run_study.py"), "tune", "--address", "auto",
                           *[a for o in overrides for a in ("--set", o)]], clock, log)
 
-        # MLflow on the head, read from the laptop through a forwarded port (README's path)
+        # MLflow on the head, read from the laptop through a forwarded port (docs/cluster.md's path)
         lab.background([RAY, "exec", str(cfg), "--port-forward", "5000", "sleep 300"],
                        log.with_suffix(".mlflow"))
         runs = read_runs(lab, "http://127.0.0.1:5000", STUDY, clock, log)
