@@ -87,7 +87,8 @@ def print_summary(outcome) -> None:
     if len(shown) > SHOWN_TRIALS:
         print(f"... {len(shown) - SHOWN_TRIALS} more in {outcome.artifacts / 'leaderboard.csv'}\n")
     print(markdown(by_group(trials, mode)))
-    from study.tracking.mlflow_store import redact, runs_table_url
+    from study.tracking.mlflow_store import redact
+    from study.tracking.runs_view import runs_table_url
 
     uri = redact(config.mlflow.tracking_uri)
     print(f"MLflow: {uri}  experiment {config.experiment!r} (id {outcome.experiment_id}), "
@@ -99,6 +100,7 @@ def print_summary(outcome) -> None:
     else:
         base = uri.rstrip("/")
     print(f"Runs table:           "
-          f"{runs_table_url(base, outcome.experiment_id, config.tune.metric, config.tune.mode)}")
+          f"{runs_table_url(base, outcome.experiment_id, config.name)}")
+    print(f"Learning curves:      {runs_table_url(base, outcome.experiment_id, config.name, charts=True)}")
     print(f"Rerun the best:       python run_study.py best --study {config.name}"
           + ("" if uri == "sqlite:///mlflow.db" else f" --tracking-uri {uri}"))

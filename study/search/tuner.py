@@ -44,6 +44,7 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
     SIGTERM stops it cleanly (``study.search.stop_signal``): ``StudyInterrupted`` is raised once
     Tune has saved its state, and ``resume=True`` continues it."""
     from study.tracking import mlflow_store as tracking
+    from study.tracking.runs_view import write_runs_view
 
     config = pick_name(config, explicit_name, resume)
     paths = StudyPaths.of(config)
@@ -61,6 +62,7 @@ def run_study(config: StudyConfig, *, address: str | None = None, resume: bool =
 
         paths.state.mkdir(parents=True, exist_ok=True)
         exp_id, parent_id, reused = tracking.open_parent_run(client, config.experiment, config.name, resume)
+        write_runs_view(client, exp_id, config.name, config.tune.metric, config.tune.mode)  # the URL's view
         if not reused:
             log_study_inputs(client, parent_id, config, dataset, paths)
         tuner = build_tuner(config, dataset, paths, exp_id, parent_id, resume, reuse_actors=reuse_actors(config))
@@ -109,7 +111,13 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
         {"cpu": config.tune.cpus_per_trial, "gpu": config.tune.gpus_per_trial},
     )
     if resume:
-        return tune.Tuner.restore(paths.experiment, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(paths.experiment, trainable, resume_unfinished=True, resume_errored=True)
+        from study.tracking.trial_logger import MlflowTrialLogger
+
+        for callback in internals.restored_callbacks(tuner):   # pickled when the study started
+            if isinstance(callback, MlflowTrialLogger):
+                callback.use_tracking_uri(config.mlflow.tracking_uri)
+        return tuner
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

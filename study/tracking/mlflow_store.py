@@ -84,15 +84,3 @@ def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
         order_by=["attributes.start_time ASC"], max_results=5000,
     )
 
-
-def runs_table_url(base: str, experiment_id: str, metric: str, mode: str = "max") -> str:
-    """The MLflow UI's runs table of one experiment, sorted by ``metric`` (best first).
-
-    MLflow 3 reads the sort from ``orderByKey`` / ``orderByAsc``; which columns the table shows it
-    keeps in the browser, not in the URL (``benchmarks/mlflow_ui_check.py`` checks both).
-    """
-    from urllib.parse import quote
-
-    order = quote(f"metrics.`{metric}`", safe=".")
-    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?orderByKey={order}"
-            f"&orderByAsc={'true' if mode == 'min' else 'false'}")

@@ -36,9 +36,10 @@ def test_study_logs_every_trial_prunes_weak_ones_and_writes_results(tiny_dataset
     done = run_cli("tune", "--address", shared_ray, *_sets(overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Rerun the best:       python run_study.py best --study t" in done.stdout
-    assert "/#/experiments/" in done.stdout and "runs?orderByKey=metrics.%60val_auc_micro%60&orderByAsc=false" in done.stdout
+    assert "/#/experiments/" in done.stdout and "runs?viewStateShareKey=study-t\n" in done.stdout
 
     client, parent, runs = _study_runs(tmp_path / "mlflow.db", "t")
+    assert "mlflow.sharedViewState.study-t" in client.get_experiment(parent.info.experiment_id).tags
     assert len(runs) == 6
     assert len({r.data.tags["trial_id"] for r in runs}) == 6
     statuses = [r.data.tags["status"] for r in runs]
