@@ -11,8 +11,9 @@
     python run_study.py models
 
 Bad input exits with status 2 and one line on stderr; see ``common.errors.UsageError``.
-Each package adds its own subcommands through a ``register(subparsers)`` function, and keeps
-heavy imports (torch, ray, mlflow) inside the handlers so ``--help`` stays fast.
+Each subcommand is added by one ``register_...(subparsers)`` function of the package that owns it,
+all listed in :func:`subcommands`; heavy imports (torch, ray, mlflow) stay inside the handlers so
+``--help`` stays fast.
 """
 from __future__ import annotations
 
@@ -31,27 +32,35 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def subcommands() -> dict:
+    """Every subcommand and the function that adds it to the parser, in ``--help``'s order."""
     from data_io import cli as data_cli
     from lensnets import cli as model_cli
     from study import cli as study_cli
+    from study.final import best_cli
+    from study.verdict import cli as verdict_cli
 
+    return {"tune": study_cli.register_tune, "best": best_cli.register_best,
+            "evaluate": best_cli.register_evaluate, "verdict": verdict_cli.register,
+            "simulate": data_cli.register_simulate, "ingest": data_cli.register_ingest,
+            "inspect": data_cli.register_inspect, "models": model_cli.register}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="run_study.py",
         description="Hyperparameter study for E(2)-equivariant dark-matter lens classifiers.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    study_cli.register(sub)
-    data_cli.register(sub)
-    model_cli.register(sub)
+    for register in subcommands().values():
+        register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0] not in subcommands() and argv[0] not in ("-h", "--help")):
         argv.insert(0, DEFAULT_COMMAND)
     args = parser.parse_args(argv)
     try:

@@ -32,14 +32,14 @@ import torch  # noqa: E402
 
 from lensnets import ModelConfig, build_model  # noqa: E402
 from lensnets.band import BandBatchNorm  # noqa: E402
-from lensnets.probes import blob_images  # noqa: E402
+from tests.support.probes import blob_images  # noqa: E402
 
 GROUPS = ("trivial", "C4", "C8", "C16", "SO2", "O2")
 ANGLES = (30.0, 45.0, 73.0, 90.0)
 
 
 def smooth_images(size: int, angle_deg: float, count: int) -> torch.Tensor:
-    """Disc-masked blob images rotated by ``angle_deg`` (``lensnets.probes.blob_images``)."""
+    """Disc-masked blob images rotated by ``angle_deg`` (``tests.support.probes.blob_images``)."""
     return blob_images(size, math.radians(angle_deg), count, disc=True)
 
 

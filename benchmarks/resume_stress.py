@@ -24,9 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.tiny_studies import as_sets, count_in_mlflow_db, finished_trials, local_ray_instance, run_cli, study_outcome, tiny_overrides  # noqa: E402
-
-os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
+from tests.support.tiny_studies import as_sets, count_in_mlflow_db, finished_trials, local_ray_instance, run_cli, study_outcome, tiny_overrides, use_test_ray_environment  # noqa: E402
 
 EPOCHS_SQL = ("select count(*) from metrics m join runs r on m.run_uuid = r.run_uuid join experiments e "
               "on r.experiment_id = e.experiment_id where e.name = '{name}' and m.key = 'epoch'")
@@ -80,6 +78,8 @@ def differences(expected: dict, got: dict) -> str:
 
 
 def main() -> int:
+    use_test_ray_environment()
+    os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--trials", type=int, default=6)

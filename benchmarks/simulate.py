@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+if __name__ == "__main__":   # one thread per process, set before numpy loads (as a script only)
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -30,7 +31,7 @@ import numpy as np  # noqa: E402
 from data_io import simulator  # noqa: E402
 from data_io.generate import simulate_dataset  # noqa: E402
 from data_io.presets import PRESETS  # noqa: E402
-from data_io.reference import deeplense_noise, lenstronomy_image  # noqa: E402
+from tests.support.lenstronomy_reference import deeplense_noise, lenstronomy_image  # noqa: E402
 
 
 def timed(fns: dict, repeats: int, clock) -> dict:

@@ -19,11 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-from common.tiny_studies import tiny_overrides  # noqa: E402
-
-os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
+from tests.support.tiny_studies import tiny_overrides, use_test_ray_environment  # noqa: E402
 
 
 def timed_snapshots():
@@ -50,6 +47,8 @@ def timed_snapshots():
 
 
 def main() -> int:
+    use_test_ray_environment()
+    os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)   # set for tests; a real study keeps Tune's loggers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=4)

@@ -90,7 +90,7 @@ def record_one(cfg: dict) -> list[dict]:
     from study.engine.spec import Split
     from study.engine.trainer import Trainer, fit
     from study.search.space import run_spec
-    from study.search.preflight import ensure_dataset
+    from study.search.data_preparation import ensure_dataset
 
     torch.set_num_threads(1)
     study = load_config(CONFIG)
@@ -108,7 +108,7 @@ def record(args) -> int:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from study.config import load_config
-    from study.search.preflight import ensure_dataset
+    from study.search.data_preparation import ensure_dataset
 
     study = load_config(CONFIG)
     ensure_dataset(study)    # simulate once, before the workers start
@@ -212,7 +212,7 @@ def make_strategy(name: str, study, seed: int, tpe_startup: int = 10):
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from study.search.schedulers import PruningOptunaSearch
+    from study.search.searcher import PruningOptunaSearch
     from study.search.space import define_by_run
 
     t = study.tune

@@ -54,14 +54,14 @@ def _ingest(args) -> int:
 
 
 def _inspect(args) -> int:
-    from data_io.inspect import inspect_dataset
+    from data_io.dataset_summary import inspect_dataset
 
     print(inspect_dataset(args.dir, png=args.png, per_class=args.examples))
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``simulate``, ``ingest`` and ``inspect`` to run_study.py's parser."""
+def register_simulate(subparsers) -> None:
+    """Add ``simulate`` to run_study.py's parser."""
     p = subparsers.add_parser("simulate", help="simulate a lensing dataset (Parquet)",
                               description="Simulate strong-lensing images into a dataset folder.")
     p.add_argument("--preset", choices=PRESET_NAMES, default="model_i",
@@ -75,6 +75,9 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_simulate)
 
+
+def register_ingest(subparsers) -> None:
+    """Add ``ingest`` to run_study.py's parser."""
     p = subparsers.add_parser("ingest", help="convert DeepLense-style folders to a dataset",
                               description="Ingest class folders of .npy/.jpg images.")
     p.add_argument("src", help="folder with class folders, or with train/ and val/")
@@ -90,6 +93,9 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_ingest)
 
+
+def register_inspect(subparsers) -> None:
+    """Add ``inspect`` to run_study.py's parser."""
     p = subparsers.add_parser("inspect", help="schema, class counts and example grid of a dataset",
                               description="Print a dataset's schema, counts, value ranges and "
                               "write a PNG grid of examples per class.")

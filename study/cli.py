@@ -10,7 +10,7 @@ from common.errors import UsageError
 SHOWN_TRIALS = 15   # rows of the end-of-study leaderboard printed; all are in leaderboard.csv
 
 
-def register(subparsers) -> None:
+def register_tune(subparsers) -> None:
     p = subparsers.add_parser(
         "tune", help="run a hyperparameter study (the default command)",
         description="Run a study: Optuna proposes, Ray Tune schedules, ASHA stops weak trials, "
@@ -26,11 +26,6 @@ def register(subparsers) -> None:
                    help="continue an interrupted study: finished trials are kept, unfinished ones resume; "
                         "'--resume auto' continues it if Tune has it and starts it otherwise (job scripts)")
     p.set_defaults(func=run_tune)
-    from study.final import best_cli
-    from study.verdict import cli as verdict_cli
-
-    best_cli.register(subparsers)
-    verdict_cli.register(subparsers)
 
 
 def run_tune(args: argparse.Namespace) -> int:
@@ -67,7 +62,7 @@ def resume_mode(value, config) -> bool:
         raise UsageError(f"--resume takes no value or 'auto', not {value!r}")
     from ray import tune
 
-    from study.search.preflight import StudyPaths
+    from study.search.study_paths import StudyPaths
 
     return tune.Tuner.can_restore(StudyPaths.of(config).experiment)
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import common.tiny_studies  # noqa: F401  (sets the Ray environment every test study runs in)
-from common.tiny_studies import tiny_overrides
+from tests.support.tiny_studies import tiny_overrides, use_test_ray_environment
 from tests.support.sessions import SESSION_RAY, call_main, tune_in_process
 
 # The finished study every `best`/`verdict`/`evaluate` test starts from: 2 C4 trials of 2 epochs,
@@ -48,6 +47,10 @@ def own_ray():
     SESSION_RAY.stop()
     yield
     SESSION_RAY.stop()
+
+
+def pytest_configure(config):
+    use_test_ray_environment()   # before any test starts Ray (subprocess drivers inherit it)
 
 
 def pytest_sessionfinish(session, exitstatus):

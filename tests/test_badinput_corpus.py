@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from common.tiny_studies import run_cli, tiny_overrides
+from tests.support.tiny_studies import run_cli, tiny_overrides
 from tests.support.sessions import SESSION_RAY
 from tests.data_fixtures import write_model_fj, write_model_i
 

@@ -1,6 +1,8 @@
 """The house rules a newcomer relies on: study/ in rooms that import one way, modules that fit an
-afternoon's reading, one list of model names, and a README and docs whose paths exist, with a
-layout page (docs/layout.md) that names every module of study/."""
+afternoon's reading in every package, one list of model names, one place that registers every
+subcommand, nothing in the installed packages that only tests or benchmarks use, no environment
+changed at import, and a README and docs whose paths exist, with a layout page (docs/layout.md)
+that names every module of study/."""
 from __future__ import annotations
 
 import ast
@@ -9,15 +11,45 @@ from pathlib import Path
 
 import pytest
 
-from common.tiny_studies import ROOT
+from tests.support.tiny_studies import ROOT
 
 #: study's rooms, each allowed to import only the ones before it
 ROOMS = ("config", "engine", "tracking", "search", "final", "verdict", "cli")
 MAX_LINES = 300
 
 
+PACKAGES = ("common", "data_io", "lensnets", "study")   # what `pip install` ships (pyproject.toml)
+
+
 def _study_modules() -> list[Path]:
     return sorted((ROOT / "study").rglob("*.py"))
+
+
+def _package_modules() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def _imported(path: Path) -> set[str]:
+    """Module names ``path`` imports (``from a.b import c`` counts as ``a.b`` and ``a.b.c``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level:   # from . import x / from .m import x
+            base = _module_name(path).split(".")
+            base = base[: len(base) - node.level + (1 if path.name == "__init__.py" else 0)]
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names)
+    return names
 
 
 def _room(module: str) -> str | None:
@@ -41,7 +73,7 @@ def test_every_room_says_what_lives_there_and_no_module_is_long():
     for room in ROOMS[1:-1]:
         doc = ast.get_docstring(ast.parse((ROOT / "study" / room / "__init__.py").read_text()))
         assert doc and len(doc) > 100, f"study/{room}/__init__.py needs a docstring saying what lives there"
-    long = {str(p.relative_to(ROOT)): n for p in _study_modules()
+    long = {str(p.relative_to(ROOT)): n for p in _package_modules()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
@@ -92,3 +124,44 @@ def test_the_layout_page_names_every_study_module_and_only_those():
         if named != actual:
             wrong.append(f"study/{room}/: named {sorted(named)}, modules {sorted(actual)}")
     assert not wrong, "docs/layout.md is out of date: " + "; ".join(wrong)
+
+
+def test_one_place_registers_every_subcommand():
+    """run_study.subcommands() lists every command once; no package registers one on its own."""
+    import run_study
+
+    parser = run_study.build_parser()
+    assert set(parser._subparsers._group_actions[0].choices) == set(run_study.subcommands())
+    callers = [str(p.relative_to(ROOT)) for p in _package_modules()
+               if re.search(r"^\s+(?!def )[\w.]*register_?\w*\(subparsers\)", p.read_text(), re.M)]
+    assert callers == [], f"subcommands registered outside run_study.subcommands(): {callers}"
+
+
+def test_nothing_installed_exists_only_for_tests_or_benchmarks():
+    """Every module of the installed packages is imported by the project itself (a package, the
+    command line or another module), not only by tests/ or benchmarks/ (those helpers live in
+    tests/support/)."""
+    used = set().union(*(_imported(p) for p in [*_package_modules(), ROOT / "run_study.py"]))
+    unused = [str(p.relative_to(ROOT)) for p in _package_modules()
+              if p.name != "__init__.py" and _module_name(p) not in used]
+    assert unused == [], f"modules only tests or benchmarks import (move them to tests/support/): {unused}"
+
+
+def test_no_module_changes_the_environment_when_imported():
+    """``os.environ`` is set inside functions only, never by importing a module."""
+    changed = []
+    for path in [*_package_modules(), ROOT / "run_study.py", *sorted((ROOT / "benchmarks").glob("*.py")),
+                 *sorted((ROOT / "tests").rglob("*.py"))]:
+        for stmt in ast.parse(path.read_text()).body:   # module level only
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if stmt_is_main_guard(stmt):
+                continue
+            if "os.environ" in ast.unparse(stmt) and re.search(r"os\.environ(\[.*\]\s*=|\.(setdefault|update|pop)\()",
+                                                              ast.unparse(stmt)):
+                changed.append(f"{path.relative_to(ROOT)}:{stmt.lineno}")
+    assert changed == [], f"environment changed at import: {changed}"
+
+
+def stmt_is_main_guard(stmt) -> bool:
+    return isinstance(stmt, ast.If) and "__name__" in ast.unparse(stmt.test)

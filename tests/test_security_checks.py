@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from common.tiny_studies import ROOT
+from tests.support.tiny_studies import ROOT
 
 PRODUCT = sorted(p for d in ("common", "data_io", "lensnets", "study") for p in (ROOT / d).rglob("*.py")) \
     + [ROOT / "run_study.py"] + sorted((ROOT / "benchmarks").glob("*.py"))

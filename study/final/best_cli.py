@@ -1,4 +1,4 @@
-"""The ``best`` and ``evaluate`` subcommands (registered by ``study.cli``)."""
+"""The ``best`` and ``evaluate`` subcommands (``run_study.py`` registers them with the others)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ def add_study_arguments(p) -> None:
     p.add_argument("--tracking-uri", default=DEFAULT_URI, help=f"MLflow tracking URI (default {DEFAULT_URI})")
 
 
-def register(subparsers) -> None:
+def register_best(subparsers) -> None:
     p = subparsers.add_parser(
         "best", help="rerun a study's best configuration as a standalone job (final model, test metrics)",
         description="Read the best finished trial of a study from MLflow, retrain it from scratch "
@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="report folder (default: runs/<study>.best)")
     p.set_defaults(func=run_best_command)
 
+
+def register_evaluate(subparsers) -> None:
     e = subparsers.add_parser(
         "evaluate", help="score a saved or registered model on a dataset (metrics, robustness, plots)",
         description="Score a model (models:/NAME@best, runs:/RUN_ID/model, or a model_weights.pt "

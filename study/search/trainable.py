@@ -42,7 +42,7 @@ def train_trial(config: dict, *, settings: dict, data: dict) -> None:
     node = ray.get_runtime_context().get_node_id()
     if trainer.history:
         # Restored: first say where this trial stands. After a driver restart the scheduler may
-        # have stopped it at this epoch already (study.search.schedulers); consumers skip known epochs.
+        # have stopped it at this epoch already (study.search.scheduler); consumers skip known epochs.
         tune.report({**trainer.history[-1], "node_id": node, "restored": True})
 
     def report(record: dict) -> None:

@@ -1,6 +1,6 @@
 """Every private Ray Tune, Ray Train and Optuna attribute the study touches, in one place.
 
-The resume guarantees (``study.search.schedulers``) and the quiet console (``study.search.trainable``) need a
+The resume guarantees (``study.search.scheduler``) and the quiet console (``study.search.trainable``) need a
 few things the libraries do not expose publicly. Each is reached only through a function here,
 with the version it was checked against; :func:`check` (run by ``tests/study/search/test_tune_internals.py``
 on real objects) fails with one clear message per attribute when an upgrade moves it, instead of

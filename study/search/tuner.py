@@ -15,14 +15,15 @@ import yaml
 
 from common.errors import UsageError
 from study.config import StudyConfig
-from study.search.preflight import (StudyPaths, check_models, check_resources, ensure_dataset,
-                                    local_resources, pick_name)
+from study.search.data_preparation import ensure_dataset
+from study.search.preflight import check_models, check_resources, local_resources
+from study.search.study_paths import StudyPaths, pick_name
 from study.search import tune_internals as internals
 from study.search.ray_start import one_node_cluster, start_ray
 from study.search.stop_signal import StopOnSignal
 
 DATA_KEYS = ("train", "val")
-ASHA_STATE = "asha.json"   # rungs and stopped trials (study.search.schedulers)
+ASHA_STATE = "asha.json"   # rungs and stopped trials (study.search.scheduler)
 
 
 @dataclass
@@ -129,7 +130,7 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
         run_config=tune.RunConfig(
             name=config.name, storage_path=paths.storage,
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
-            # two per trial: a restored snapshot names the newest or the one before it (schedulers.py)
+            # two per trial: a restored snapshot names the newest or the one before it (scheduler.py)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[make_logger(config, paths, exp_id, parent_id)],
         ),
@@ -192,7 +193,7 @@ def load_arrays(dataset) -> dict:
 
 
 def make_searcher(config: StudyConfig, paths: StudyPaths):
-    from study.search.schedulers import PruningOptunaSearch
+    from study.search.searcher import PruningOptunaSearch
     from study.search.space import define_by_run
 
     return PruningOptunaSearch(
@@ -209,7 +210,7 @@ def _optuna_storage(paths: StudyPaths):
 
 
 def make_scheduler(config: StudyConfig, paths: StudyPaths):
-    from study.search.schedulers import PersistentASHA
+    from study.search.scheduler import PersistentASHA
 
     return PersistentASHA(
         time_attr="epoch", metric=config.tune.metric, mode=config.tune.mode,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from common.tiny_studies import ROOT
+from tests.support.tiny_studies import ROOT
 from study.config import load_config
 
 _spec = importlib.util.spec_from_file_location("study_efficiency", ROOT / "benchmarks" / "study_efficiency.py")

@@ -6,7 +6,7 @@ import lenstronomy  # noqa: F401 - a test dependency (pyproject `test` extra), i
 import numpy as np
 import pytest
 
-from common.tiny_studies import ROOT
+from tests.support.tiny_studies import ROOT
 from data_io import cosmology, open_dataset, simulator
 from data_io.domain import compare, dataset_domain
 from data_io.presets import PRESETS

@@ -6,7 +6,7 @@ from common.errors import UsageError
 from data_io import ingest_folder, open_dataset
 from tests.data_fixtures import write_binary_jpg, write_model_fj, write_model_i
 
-from common.tiny_studies import run_cli
+from tests.support.tiny_studies import run_cli
 
 
 def test_model_i_layout_with_pickle_allowed(tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from data_io import cosmology, profiles, simulator
-from data_io.reference import lenstronomy_image
+from tests.support.lenstronomy_reference import lenstronomy_image
 from data_io.presets import PRESETS
 
 # lenstronomy is in the test extras (pyproject.toml): a missing one is a broken install, so the

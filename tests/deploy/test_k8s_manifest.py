@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from common.tiny_studies import ROOT
+from tests.support.tiny_studies import ROOT
 
 MANIFEST = ROOT / "deploy" / "k8s" / "rayjob.yaml"
 SCHEMA = ROOT / "deploy" / "k8s" / "schema" / "rayjob-v1.7.0.subset.json"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from common.tiny_studies import ROOT, as_sets, finished_trials, study_outcome, tiny_overrides
+from tests.support.tiny_studies import ROOT, as_sets, finished_trials, study_outcome, tiny_overrides
 from tests.deploy import slurm_lab
 
 SCRIPT = ROOT / "deploy" / "slurm" / "study.sbatch"

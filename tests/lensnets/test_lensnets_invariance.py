@@ -16,7 +16,7 @@ import torch
 
 from lensnets import GROUPS, ModelConfig, build_model
 from lensnets.config import GROUP_SPECS
-from lensnets.probes import blob_images
+from tests.support.probes import blob_images
 
 SIZE = 37
 EXACT_TOLERANCE = 1e-4

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import as_sets as _sets, run_cli, tiny_overrides
+from tests.support.tiny_studies import as_sets as _sets, run_cli, tiny_overrides
 from study.tracking.mlflow_store import child_runs
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.tiny_studies import as_sets
+from tests.support.tiny_studies import as_sets
 
 
 class SessionRay:

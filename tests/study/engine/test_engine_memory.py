@@ -9,7 +9,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import ROOT, as_sets, tiny_overrides
+from tests.support.tiny_studies import ROOT, as_sets, tiny_overrides
 from lensnets import ModelConfig, build_model
 from lensnets.memory import GIB, equal_micro_batch, measure_train_step
 from study.engine.spec import RunSpec, Split

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import run_cli
+from tests.support.tiny_studies import run_cli
 from study.tracking.mlflow_store import child_runs
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 from study.config import load_config
 
-from common.tiny_studies import ROOT
+from tests.support.tiny_studies import ROOT
 AWS_FILE = ROOT / "cluster.yaml"
 LOCAL_FILE = ROOT / "configs" / "cluster-local.yaml"
 STUDY_FILE = ROOT / "configs" / "cluster-gpu.yaml"

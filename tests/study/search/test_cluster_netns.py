@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from tests import netns_cluster as nc
-from common.tiny_studies import tiny_overrides
+from tests.support.tiny_studies import tiny_overrides
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-from common.tiny_studies import ROOT
+from tests.support.tiny_studies import ROOT
 HELPER = Path(nc.__file__).resolve()
 TIME_BOUND = 360            # seconds for the whole test, cleanup included
 TRIALS = 4                  # 1 CPU each, all at once: more than any one node's CPUs (2)

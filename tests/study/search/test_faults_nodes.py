@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from common.tiny_studies import tiny_overrides
+from tests.support.tiny_studies import tiny_overrides
 from study.tracking.mlflow_store import child_runs
 from study.tracking.trial_logger import MlflowTrialLogger
 

@@ -1,7 +1,7 @@
 """The rules that let a resumed study pick up exactly where a SIGKILLed driver left it.
 
 Tune restores from a snapshot that can be older than the driver's last actions, so each of our
-components must accept what the snapshot forgot (study.search.schedulers' docstring lists the rules).
+components must accept what the snapshot forgot (study.search.scheduler's docstring lists the rules).
 Real Optuna (SQLite storage), real ASHA, a real SQLite MLflow store; only Tune's trial objects
 are stand-ins (``trial_id`` and ``config`` are all these hooks read).
 """
@@ -15,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study.config import load_config
-from study.search.schedulers import PersistentASHA, PruningOptunaSearch
+from study.search.scheduler import PersistentASHA
+from study.search.searcher import PruningOptunaSearch
 from study.search.space import define_by_run
 from study.tracking.mlflow_store import child_runs
 from study.tracking.trial_logger import MlflowTrialLogger

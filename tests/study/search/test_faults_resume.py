@@ -20,7 +20,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import ROOT, as_sets as _sets, finished_trials, study_outcome, tiny_overrides
+from tests.support.tiny_studies import ROOT, as_sets as _sets, finished_trials, study_outcome, tiny_overrides
 from study.tracking.mlflow_store import child_runs
 from tests.support.sessions import tune_in_process
 

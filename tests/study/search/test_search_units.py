@@ -6,7 +6,8 @@ import pytest
 
 from common.errors import UsageError
 from study.config import load_config
-from study.search.schedulers import PersistentASHA, PruningOptunaSearch
+from study.search.scheduler import PersistentASHA
+from study.search.searcher import PruningOptunaSearch
 from study.search.space import define_by_run
 
 

@@ -12,7 +12,8 @@ import ray
 
 from study.search import tune_internals as internals
 from study.config import load_config
-from study.search.schedulers import PersistentASHA, PruningOptunaSearch
+from study.search.scheduler import PersistentASHA
+from study.search.searcher import PruningOptunaSearch
 from study.search.space import define_by_run
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.tiny_studies import tiny_overrides
+from tests.support.tiny_studies import tiny_overrides
 from study.tracking.mlflow_store import child_runs
 from study.tracking.trial_logger import MlflowTrialLogger
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from common.tiny_studies import run_cli
+from tests.support.tiny_studies import run_cli
 from study.tracking.mlflow_store import PARENT_TAG, child_runs
 
 CLASSES = ["no_sub", "cdm", "vortex"]

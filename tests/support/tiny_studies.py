@@ -1,4 +1,4 @@
-"""Real, tiny studies for the tests and the benchmarks: the command line as a subprocess, config
+"""Test support (not installed with the project). Real, tiny studies for the tests and the benchmarks: the command line as a subprocess, config
 overrides for a study that finishes in seconds, a fresh local Ray instance, and readers of what a
 study left behind (MLflow runs, ASHA rungs, Optuna trials), all without mocks."""
 from __future__ import annotations
@@ -10,12 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# Ray as tests and benchmarks run it: CPU-only trials keep the GPU visible (CUDA tests), no
-# automatic CSV/JSON/TensorBoard loggers, every worker's log line shown.
-os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+ROOT = Path(__file__).resolve().parents[2]   # the repository
+
+
+def use_test_ray_environment() -> None:
+    """Ray as tests and benchmarks run it: CPU-only trials keep the GPU visible (CUDA tests), no
+    automatic CSV/JSON/TensorBoard loggers, every worker's log line shown. Called by
+    ``tests/conftest.py`` at the session's start and by the benchmarks' ``main``, before Ray starts
+    (subprocess drivers inherit it)."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
