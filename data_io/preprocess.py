@@ -70,13 +70,19 @@ class PreprocessModule(torch.nn.Module):
     def __init__(self, image_shape: tuple[int, int], target_size: int, crop_fraction: float,
                  normalise: bool = True):
         super().__init__()
-        self.box = crop_box(image_shape, crop_fraction)
+        self.image_shape = tuple(int(n) for n in image_shape)
+        self.box = crop_box(self.image_shape, crop_fraction)
         self.target_size, self.normalise = int(target_size), bool(normalise)
+        top, left, ch, cw = self.box
+        # the crop as index lists, not slices: its output shape is fixed whatever the input's, so
+        # torch.export puts no guard on the input's height and width, and a caller's own shape
+        # check (study.final.export) runs first and says what is wrong
+        self.register_buffer("rows", torch.arange(top, top + ch), persistent=False)
+        self.register_buffer("cols", torch.arange(left, left + cw), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, left, ch, cw = self.box
-        return resize_normalise_pad(x[:, None, top:top + ch, left:left + cw], self.target_size,
-                                    self.normalise)
+        crop = x.index_select(1, self.rows).index_select(2, self.cols)[:, None]
+        return resize_normalise_pad(crop, self.target_size, self.normalise)
 
 
 class LensImageDataset(torch.utils.data.Dataset):

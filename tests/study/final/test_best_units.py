@@ -29,6 +29,18 @@ def test_exported_classifier_matches_preprocess_then_model(predictor, tmp_path):
     assert np.allclose(probs.sum(1).detach().numpy(), 1.0, atol=1e-6)
 
 
+def test_exported_classifier_refuses_another_image_shape_in_one_line(predictor, tmp_path):
+    from study.final.export import export_classifier, wrong_shape_message
+
+    model = torch.export.load(str(export_classifier(predictor, (64, 64), tmp_path / "m.pt2"))).module()
+    for shape in ((1, 150, 150), (2, 48, 48), (1, 64, 80)):
+        with pytest.raises(RuntimeError) as err:
+            model(torch.zeros(shape))
+        message = str(err.value)
+        assert message == wrong_shape_message((64, 64)) and "\n" not in message
+        assert "64x64" in message and "[B, 64, 64]" in message and "--match-field" in message
+
+
 def test_weights_file_round_trips(predictor, tmp_path):
     images = np.random.default_rng(1).normal(size=(3, 40, 40)).astype(np.float32)
     loaded = load_model(str(save_weights(predictor, tmp_path / "w.pt")))
