@@ -9,6 +9,12 @@ import numpy as np
 import torch
 
 from lensnets.config import GROUPS
+from study.config import DataConfig, StudyConfig, TrainConfig
+
+# A run's fixed settings come from the study configuration (study.search.space.run_spec); where a
+# run is built without one, it takes the configuration's own defaults: one default per setting,
+# in study/config.py (tests/study/engine/test_spec.py checks that none is restated here).
+_STUDY, _DATA, _TRAIN = StudyConfig(), DataConfig(), TrainConfig()
 
 
 @dataclass
@@ -21,19 +27,19 @@ class RunSpec:
     weight_decay: float
     batch_size: int
     max_epochs: int
-    seed: int = 0
-    optimizer: str = "adamw"
-    head: str = "invariant"
-    width_mode: str = "fields"
-    image_size: int = 33
-    crop_fraction: float = 1.0
-    rotate: bool = True
-    flip: bool = False
-    amp: bool = True
-    memory: str = "auto"                  # plain | lean | auto (lean on CUDA)
-    memory_budget_gb: float | None = None # None: the GPU's free memory (no limit on CPU)
-    channels_last: bool | None = None     # None: on CUDA only
-    gpu_share: float = 1.0                # tune.gpus_per_trial: the trial's fraction of its GPU
+    seed: int = _STUDY.seed
+    optimizer: str = _TRAIN.optimizer
+    head: str = _TRAIN.head
+    width_mode: str = _TRAIN.width_mode
+    image_size: int = _DATA.image_size
+    crop_fraction: float = _DATA.crop_fraction
+    rotate: bool = _DATA.rotate
+    flip: bool = _DATA.flip
+    amp: bool = _TRAIN.amp
+    memory: str = _TRAIN.memory                          # plain | lean | auto (lean on CUDA)
+    memory_budget_gb: float | None = _TRAIN.memory_budget_gb   # None: the GPU's free memory
+    channels_last: bool | None = _TRAIN.channels_last    # None: on CUDA only
+    gpu_share: float = 1.0   # the trial's fraction of its GPU (from tune.gpus_per_trial; not a config key)
 
     def label(self) -> str:
         """A short human name that says what distinguishes this run, e.g. ``C8 w0.50 lr3e-04 wd1e-05``."""

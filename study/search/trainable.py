@@ -3,7 +3,8 @@
 The dataset arrives through Ray's object store (``tune.with_parameters``): the driver puts the
 train and validation arrays there once, each node holds one copy, and every trial on that node
 reads them zero-copy. The trial's sampled values come in ``config``; the study's fixed settings
-come in ``settings`` (a plain dict of :class:`study.config.StudyConfig`).
+come in ``study``, the typed :class:`study.config.StudyConfig` itself (one shape from the YAML file
+to the trial: :func:`study.search.space.run_spec` derives the run's spec from it).
 """
 from __future__ import annotations
 
@@ -13,23 +14,22 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from study.config import StudyConfig
 from study.search import tune_internals as internals
 from study.engine.checkpoint import CHECKPOINT_FILE
 from study.engine.spec import Split
 from study.engine.trainer import Trainer, fit
 
 
-def train_trial(config: dict, *, settings: dict, data: dict) -> None:
+def train_trial(config: dict, *, study: StudyConfig, data: dict) -> None:
     """Train one sampled configuration, reporting validation metrics and a checkpoint each epoch."""
     import torch
 
-    from study.config import config_from_dict
     from study.search.space import run_spec
 
     # Ray Train logs "Checkpoint successfully created at: ..." at INFO for every epoch of every
     # trial (dozens of lines per study); the study's own table already says what was saved.
     internals.quiet_checkpoint_logs()
-    study = config_from_dict(settings)
     spec = run_spec(config, study)
     cpus = max(1, int(study.tune.cpus_per_trial))
     torch.set_num_threads(cpus)

@@ -108,7 +108,7 @@ def build_tuner(config: StudyConfig, dataset, paths: StudyPaths, exp_id: str, pa
     from study.search.trainable import train_trial
 
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, settings=config.to_dict(), data=load_arrays(dataset)),
+        tune.with_parameters(train_trial, study=config, data=load_arrays(dataset)),
         {"cpu": config.tune.cpus_per_trial, "gpu": config.tune.gpus_per_trial},
     )
     if resume:
