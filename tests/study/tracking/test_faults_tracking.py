@@ -42,7 +42,9 @@ class MlflowServer:
                 "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
                 "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"]
         log = open(self.folder / "server.log", "a")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        # MLflow 3.17's server also starts job-execution workers unless told not to; this test needs none
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, env=env)
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
