@@ -1,104 +1,108 @@
-"""The study configuration: typed dataclasses, loaded from YAML, overridden by ``--set key=value``.
+"""The study configuration: typed pydantic models, loaded from YAML, overridden by ``--set key=value``.
 
-A config file has five sections (see ``configs/local.yaml``); every key is a field below. Unknown
+A config file has five sections (see ``configs/local.yaml``); every key is a field below, with its
+one default. pydantic parses and type-checks the file (strict types: ``"3"`` is not an int); unknown
 keys, wrong types, empty or inverted ranges and impossible counts raise
-:class:`common.errors.UsageError` naming the key and the fix, before anything starts.
+:class:`common.errors.UsageError`, one line naming the key and the fix, before anything starts.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, get_args
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import UsageError
 from lensnets.config import MEMORY_MODES, MODEL_NAMES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
-MEMORY_CHOICES = ("auto",) + MEMORY_MODES   # auto: lean on CUDA, plain on CPU
-METRICS = ("val_auc_micro", "val_auc_macro", "val_acc", "val_loss")
+Metric = Literal["val_auc_micro", "val_auc_macro", "val_acc", "val_loss"]
+Memory = Literal[("auto",) + MEMORY_MODES]    # auto: lean on CUDA, plain on CPU
+METRICS, MEMORY_CHOICES = get_args(Metric), get_args(Memory)
 
 
-@dataclass
-class SimulateConfig:
+class Section(BaseModel):
+    """A config section: strict types, no unknown keys, attributes assignable (tests adjust them)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SimulateConfig(Section):
     preset: str = "small64"
     per_class: int = 600
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     path: str = "data/small64"
-    simulate: SimulateConfig | None = field(default_factory=SimulateConfig)
+    simulate: Optional[SimulateConfig] = Field(default_factory=SimulateConfig)   # null: ingested data
     image_size: int = 33          # side of the (odd) square image the model sees
     crop_fraction: float = 1.0    # central crop before resizing (128/150 for DeepLense 150-px sets)
     rotate: bool = True           # random-rotation augmentation during training
     flip: bool = False            # random horizontal flips during training
 
 
-@dataclass
-class SearchConfig:
-    groups: list[str] = field(default_factory=lambda: ["trivial", "C4", "C8", "D4", "D8", "resnet18"])
-    widths: list[float] = field(default_factory=lambda: [0.0625, 0.125])
-    lr: list[float] = field(default_factory=lambda: [3e-4, 3e-3])             # log-uniform [lo, hi]
-    weight_decay: list[float] = field(default_factory=lambda: [1e-6, 1e-3])   # log-uniform [lo, hi]
-    batch_sizes: list[int] = field(default_factory=lambda: [32, 64])
+class SearchConfig(Section):
+    groups: list[str] = ["trivial", "C4", "C8", "D4", "D8", "resnet18"]
+    widths: list[float] = [0.0625, 0.125]
+    lr: list[float] = [3e-4, 3e-3]             # log-uniform [lo, hi]
+    weight_decay: list[float] = [1e-6, 1e-3]   # log-uniform [lo, hi]
+    batch_sizes: list[int] = [32, 64]
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     max_epochs: int = 8
-    optimizer: str = "adamw"      # "adamw" (decoupled weight decay) or "adam" (L2 in the gradient)
-    head: str = "invariant"       # "invariant" or "flatten" (the seed's head)
+    optimizer: Literal["adamw", "adam"] = "adamw"   # adamw: decoupled weight decay; adam: L2 in the gradient
+    head: Literal["invariant", "flatten"] = "invariant"   # flatten: the seed's head
     width_mode: str = "channels"  # how lensnets scales width across groups (see lensnets/config.py)
     amp: bool = True              # bfloat16 autocast on CUDA where the GPU has it; ignored on CPU
-    memory: str = "auto"          # "lean" (checkpointed blocks), "plain", or "auto": lean on CUDA
-    memory_budget_gb: float | None = None   # GiB a trial may use; null: the GPU's free memory
-                                            # (its share for gpus_per_trial < 1), no limit on CPU
-    channels_last: bool | None = None       # NHWC tensors; null: on CUDA only
+    memory: Memory = "auto"       # lean: checkpointed blocks; plain; auto: lean on CUDA
+    memory_budget_gb: Optional[float] = None   # GiB a trial may use; null: the GPU's free memory
+                                               # (its share for gpus_per_trial < 1), no limit on CPU
+    channels_last: Optional[bool] = None       # NHWC tensors; null: on CUDA only
 
 
-@dataclass
-class TuneConfig:
+class TuneConfig(Section):
     trials: int = 16
     max_concurrent: int = 2
     grace_period: int = 2         # ASHA's first rung, in epochs
     reduction_factor: int = 2     # ASHA keeps the top 1/reduction_factor at each rung
-    metric: str = "val_auc_micro"
-    mode: str = "max"
+    metric: Metric = "val_auc_micro"
+    mode: Literal["max", "min"] = "max"
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     max_failures: int = 2
     storage_path: str = "runs"
-    reuse_actors: bool | str = "auto"   # one actor runs trial after trial; auto: on a one-node cluster
+    reuse_actors: Literal["auto", True, False] = "auto"   # one actor runs trial after trial; auto: on a one-node cluster
 
 
-@dataclass
-class MlflowConfig:
+class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str | None = None   # defaults to the study name
+    experiment: Optional[str] = None   # defaults to the study name
 
 
-@dataclass
-class StudyConfig:
+class StudyConfig(Section):
     name: str = "lens-study"
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    @field_validator("data", "search", "train", "tune", "mlflow", mode="before")
+    @classmethod
+    def _empty_section_takes_defaults(cls, value):
+        return {} if value is None else value    # "train:" with nothing under it
 
     @property
     def experiment(self) -> str:
         return self.mlflow.experiment or self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
 # ----------------------------------------------------------------------------- loading
@@ -110,20 +114,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> St
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+        raw = yaml.load(path.read_text(), Loader=ConfigLoader) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"config file {path} is not valid YAML ({_first_line(err)}); fix its syntax")
     if not isinstance(raw, dict):
         raise UsageError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
     for item in overrides:
         _apply_override(raw, item)
-    config = _build(StudyConfig, raw, where="")
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict) -> StudyConfig:
+    """Parse and validate a config mapping (a YAML file's, or one saved with :meth:`StudyConfig.to_dict`)."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"a config must be a mapping of sections, not {type(raw).__name__}")
+    try:
+        config = StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UsageError(_one_line(err.errors()[0])) from None
     validate(config)
     return config
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that rejects a key given twice in one mapping (plain YAML keeps the last)."""
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as a config means it: a key given twice is an error (plain YAML keeps the last), and
+    ``1e-3`` is a number (YAML 1.1 reads exponents without a dot as strings)."""
 
     def construct_mapping(self, node, deep=False):
         keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
@@ -134,11 +149,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def config_from_dict(raw: dict) -> StudyConfig:
-    """Rebuild a config saved with :meth:`StudyConfig.to_dict` (e.g. from an MLflow artifact)."""
-    config = _build(StudyConfig, raw, where="")
-    validate(config)
-    return config
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -152,64 +164,51 @@ def _apply_override(raw: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise UsageError(f"--set {key}: {part} is not a section")
     try:
-        node[leaf] = yaml.safe_load(text)
+        node[leaf] = yaml.load(text, Loader=ConfigLoader)
     except yaml.YAMLError:
         node[leaf] = text
 
 
-def _build(cls, raw: Any, where: str):
-    """Build dataclass ``cls`` from a mapping, checking every key and value type."""
-    if not isinstance(raw, dict):
-        raise UsageError(f"config section {where.rstrip('.') or 'top level'} must be a mapping")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise UsageError(
-            f"unknown config key {where}{unknown[0]}; known keys here: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    values = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in raw.items()}
-    return cls(**values)
+# pydantic's error type -> the one-line message (key, what it must be, the value given)
+_TYPE_NAMES = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str"}
+_LIST_EXAMPLES = {"widths": "0.25, 0.5", "lr": "1.0e-4, 3.0e-3", "weight_decay": "1.0e-6, 1.0e-3",
+                  "batch_sizes": "32, 64", "groups": "C4, C8"}
 
 
-def _coerce(hint, value, key: str):
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        for option in options[:-1]:   # the first type that takes the value; the last one's error
-            try:
-                return _coerce(option, value, key)
-            except UsageError:
-                pass
-        return _coerce(options[-1], value, key)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value or {}, where=f"{key}.")
-    if origin is list:
-        if not isinstance(value, list):
-            raise UsageError(f"config key {key} must be a list, e.g. [{_example(hint)}]; got {value!r}")
-        (item_type,) = typing.get_args(hint)
-        return [_coerce(item_type, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if hint is str and isinstance(value, str):
-        return value
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise UsageError(f"config key {key} must be {hint.__name__}; got {value!r}")
+def _one_line(error: dict) -> str:
+    """One of pydantic's errors as our one-line message naming the key and the fix."""
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        section = _section_at(error["loc"][:-1])
+        return f"unknown config key {key}; known keys here: {', '.join(section.model_fields)}"
+    if kind == "literal_error":
+        choices = get_args(_field_at(error["loc"]).annotation)
+        return f"{key} {value!r} is unknown; use one of {', '.join(_yaml_spelling(c) for c in choices)}"
+    if kind == "list_type":
+        example = _LIST_EXAMPLES.get(str(error["loc"][-1]), "...")
+        return f"config key {key} must be a list, e.g. [{example}]; got {value!r}"
+    if kind in ("model_type", "dict_type"):
+        return f"config section {key} must be a mapping of keys, not {value!r}"
+    if kind in _TYPE_NAMES:
+        return f"config key {key} must be {_TYPE_NAMES[kind]}; got {value!r}"
+    return f"config key {key}: {error['msg']}; got {value!r}"
 
 
-def _example(hint) -> str:
-    (item_type,) = typing.get_args(hint)
-    return {float: "0.25, 0.5", int: "32, 64", str: "C4, C8"}.get(item_type, "...")
+def _section_at(loc: tuple) -> type[Section]:
+    model: type[Section] = StudyConfig
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        model = next(a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, Section))
+    return model
+
+
+def _field_at(loc: tuple):
+    return _section_at(loc[:-1]).model_fields[loc[-1]]
+
+
+def _yaml_spelling(value) -> str:
+    return yaml.safe_dump(value).removesuffix("\n...\n").strip()
 
 
 def _first_line(err: Exception) -> str:
@@ -234,26 +233,14 @@ def validate(config: StudyConfig) -> None:
         )
     if t.reduction_factor < 2:
         raise UsageError("tune.reduction_factor must be >= 2 (ASHA keeps 1/reduction_factor per rung)")
-    if t.metric not in METRICS:
-        raise UsageError(f"tune.metric {t.metric!r} is unknown; use one of {', '.join(METRICS)}")
-    if t.mode not in ("max", "min"):
-        raise UsageError(f"tune.mode must be max or min, not {t.mode!r}")
     if t.cpus_per_trial <= 0 or t.gpus_per_trial < 0:
         raise UsageError("tune.cpus_per_trial must be > 0 and tune.gpus_per_trial >= 0")
     if t.gpus_per_trial > 1 and t.gpus_per_trial != int(t.gpus_per_trial):
         raise UsageError("tune.gpus_per_trial above 1 must be a whole number of GPUs")
     if t.max_failures < 0:
         raise UsageError("tune.max_failures must be >= 0")
-    if isinstance(t.reuse_actors, str) and t.reuse_actors != "auto":
-        raise UsageError(f"tune.reuse_actors must be auto, true or false, not {t.reuse_actors!r}")
-    if tr.optimizer not in ("adamw", "adam"):
-        raise UsageError(f"train.optimizer {tr.optimizer!r} is unknown; use adamw or adam")
-    if tr.memory not in MEMORY_CHOICES:
-        raise UsageError(f"train.memory {tr.memory!r} is unknown; use one of {', '.join(MEMORY_CHOICES)}")
     if tr.memory_budget_gb is not None and not (tr.memory_budget_gb > 0 and math.isfinite(tr.memory_budget_gb)):
         raise UsageError(f"train.memory_budget_gb must be a positive number of GiB or null, not {tr.memory_budget_gb}")
-    if tr.head not in ("invariant", "flatten"):
-        raise UsageError(f"train.head {tr.head!r} is unknown; use invariant or flatten")
     if d.image_size < 9 or d.image_size % 2 == 0:
         raise UsageError(f"data.image_size must be an odd number >= 9 (e.g. 33, 65, 129), not {d.image_size}")
     if not 0 < d.crop_fraction <= 1:

@@ -61,13 +61,13 @@ def test_nothing_else_unpickles_untrusted_files():
                 bad.append(f"{where} {name}")
             if name in ("np.load", "numpy.load") and _keyword(call, "allow_pickle") not in (None, "False"):
                 opt_in.add((_where(path), func))
-            if name == "yaml.load" and _keyword(call, "Loader") not in ("_UniqueKeyLoader", "yaml.SafeLoader"):
+            if name == "yaml.load" and _keyword(call, "Loader") not in ("ConfigLoader", "yaml.SafeLoader"):
                 bad.append(f"{where} yaml.load with an unsafe Loader")
     assert not bad, bad
     assert opt_in == PICKLE_OPT_IN, f"np.load(allow_pickle=...) outside the --allow-pickle path: {opt_in}"
-    from study.config import _UniqueKeyLoader
+    from study.config import ConfigLoader
 
-    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
+    assert issubclass(ConfigLoader, yaml.SafeLoader)
 
 
 def test_opt_in_pickle_is_guarded_by_the_flag():

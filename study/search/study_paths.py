@@ -56,6 +56,4 @@ def pick_name(config: StudyConfig, explicit: bool, resume: bool) -> StudyConfig:
 
 
 def _renamed(config: StudyConfig, name: str) -> StudyConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, name=name)
+    return config.model_copy(update={"name": name})

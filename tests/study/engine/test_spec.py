@@ -9,8 +9,8 @@ from study.engine.spec import RunSpec
 from tests.support.tiny_studies import ROOT
 
 #: RunSpec field -> the configuration section that owns its default
-OWNERS = {"seed": StudyConfig, **{f.name: DataConfig for f in dataclasses.fields(DataConfig)},
-          **{f.name: TrainConfig for f in dataclasses.fields(TrainConfig)}}
+OWNERS = {"seed": StudyConfig, **{name: DataConfig for name in DataConfig.model_fields},
+          **{name: TrainConfig for name in TrainConfig.model_fields}}
 
 
 def test_every_mirrored_setting_takes_the_configs_default_and_restates_none():
@@ -32,6 +32,6 @@ def test_a_spec_built_from_the_default_config_equals_one_built_without_it():
     from study.search.space import run_spec
 
     sampled = {"model": "C4", "width": 0.125, "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 32}
-    config = StudyConfig()      # the dataclass defaults (configs/local.yaml may choose others)
+    config = StudyConfig()      # the model's defaults (configs/local.yaml may choose others)
     assert run_spec(sampled, config) == RunSpec(**sampled, max_epochs=config.train.max_epochs)
     assert run_spec(sampled, load_config(None)).width_mode == "channels"

@@ -80,5 +80,5 @@ def test_actors_are_reused_on_a_one_node_cluster_unless_told_otherwise(shared_ra
 
 
 def test_reuse_actors_takes_auto_true_or_false_only():
-    with pytest.raises(UsageError, match="tune.reuse_actors must be auto, true or false"):
+    with pytest.raises(UsageError, match="tune.reuse_actors 'sometimes' is unknown; use one of auto, true, false"):
         load_config(None, ["tune.reuse_actors=sometimes"])
