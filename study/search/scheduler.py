@@ -21,9 +21,12 @@ a result logged, a trial proposed. The rules that make ``--resume`` land where t
   trial can be left RUNNING, and :meth:`PruningOptunaSearch.restore` marks that FAIL;
 - a snapshot is written before each result is handled, and Tune keeps two checkpoints per trial,
   so the checkpoint a snapshot names still exists when the study is restored;
-- a restored trial first re-reports the epoch of its checkpoint (``study.search.trainable``); a trial
-  this scheduler had stopped is stopped again right there, and every consumer (rungs, Optuna,
-  MLflow) ignores an epoch it has already recorded;
+- a trial this scheduler had stopped but the snapshot lists as unfinished is stopped again before
+  anything runs (:meth:`PersistentASHA.choose_trial_to_run`): it never restarts, and Tune tells
+  Optuna and MLflow it ended, with the stopping result from the state file;
+- a restored trial reports only epochs after its checkpoint, but the epoch it was in when the
+  driver died may have been reported already, so every consumer (rungs, Optuna, MLflow) ignores an
+  epoch it has already recorded;
 - the stopping result (epoch, value) is kept in the state file, so Optuna is told the same
   outcome even when the driver died between the decision and telling Optuna.
 
@@ -72,8 +75,13 @@ class PersistentASHA(ASHAScheduler):
         self._loaded = False
         self._stopped: dict[str, dict] = {}
         self._listed: set[str] = set()    # trials a snapshot of this driver session lists
+        self._restopped = False           # stopped trials a restored snapshot had forgotten: done
 
     def choose_trial_to_run(self, tune_controller):
+        self._load_once()
+        if not self._restopped:            # the first call of a driver session, before any trial runs
+            self._restopped = True
+            self._stop_again(tune_controller)
         trial = super().choose_trial_to_run(tune_controller)
         if trial is not None and trial.trial_id not in self._listed:
             snapshot_experiment(tune_controller)   # no trial runs before Tune's snapshot lists it
@@ -84,7 +92,7 @@ class PersistentASHA(ASHAScheduler):
         self._load_once()
         if tune_controller is not None:
             snapshot_experiment(tune_controller)   # names the trial's previous checkpoint, still kept
-        if trial.trial_id in self._stopped:        # stopped before the driver was interrupted
+        if trial.trial_id in self._stopped:        # stopped already (a trial is stopped once)
             return self.STOP
         decision = super().on_trial_result(tune_controller, trial, result)
         if decision == self.STOP:
@@ -92,6 +100,16 @@ class PersistentASHA(ASHAScheduler):
                                              "value": float(result[internals.asha_metric(self)])}
         self._save()
         return decision
+
+    def _stop_again(self, tune_controller) -> None:
+        """Stop the trials this scheduler stopped before the driver died but the restored snapshot
+        lists as unfinished. Tune's ``stop_trial`` (one of the controller methods a scheduler may
+        call) tells the searcher and the callbacks that the trial ended; it does not run again."""
+        from ray.tune.experiment import Trial
+
+        for trial in tune_controller.get_trials():
+            if trial.trial_id in self._stopped and trial.status in (Trial.PENDING, Trial.PAUSED):
+                tune_controller.stop_trial(trial)
 
     def on_trial_add(self, tune_controller, trial):
         self._load_once()

@@ -1,5 +1,7 @@
 """The Tune function trainable: one trial = build, restore if checkpointed, one report per epoch.
 
+A trial restored from a checkpoint reports only the epochs it trains after it.
+
 The dataset arrives through Ray's object store (``tune.with_parameters``): the driver puts the
 train and validation arrays there once, each node holds one copy, and every trial on that node
 reads them zero-copy. The trial's sampled values come in ``config``; the study's fixed settings
@@ -40,11 +42,6 @@ def train_trial(config: dict, *, study: StudyConfig, data: dict) -> None:
             trainer.load(Path(folder) / CHECKPOINT_FILE)
 
     node = ray.get_runtime_context().get_node_id()
-    if trainer.history:
-        # Restored: first say where this trial stands. After a driver restart the scheduler may
-        # have stopped it at this epoch already (study.search.scheduler); consumers skip known epochs.
-        tune.report({**trainer.history[-1], "node_id": node, "restored": True})
-
     def report(record: dict) -> None:
         # the study metric first: Tune's live table shows the first four metrics of a result
         record = {study.tune.metric: record[study.tune.metric], **record, "node_id": node}

@@ -40,7 +40,6 @@ def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch
     cluster.wait_for_nodes()
 
     reports: list[tuple[str, int, str]] = []     # (trial id, epoch, node id) as the driver saw them
-    restored: list[tuple[str, int, str]] = []    # a restored trial first re-reports its checkpoint's epoch
     killed: dict[str, str] = {}                  # trial id -> node id
     logged = MlflowTrialLogger.on_trial_result
 
@@ -48,8 +47,7 @@ def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch
         cluster.remove_node(node, allow_graceful=False)
 
     def on_result(self, iteration, trials, trial, result, **info):
-        (restored if result.get("restored") else reports).append(
-            (trial.trial_id, int(result["epoch"]), result["node_id"]))
+        reports.append((trial.trial_id, int(result["epoch"]), result["node_id"]))
         if not killed and result["epoch"] == 1:
             node = next(w for w in workers if w.node_id == result["node_id"])
             killed[trial.trial_id] = node.node_id
@@ -68,12 +66,14 @@ def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch
 
     (victim, dead_node), = killed.items()
     history = [(epoch, node) for trial, epoch, node in reports if trial == victim]
+    # one report per epoch: the restored trial goes on from its last checkpoint (not epoch 1) and
+    # does not repeat the checkpoint's epoch
     assert [e for e, _ in history] == list(range(1, EPOCHS + 1)), f"epochs re-reported: {history}"
     moved = next(i for i, (_, node) in enumerate(history) if node != dead_node)
     assert all(node == dead_node for _, node in history[:moved])
     assert all(node != dead_node for _, node in history[moved:]), "resumed on another node"
     interrupted = history[moved][0]
-    assert restored == [(victim, interrupted - 1, history[moved][1])], "restored from the last checkpoint"
+    assert interrupted > 1, "restored from its checkpoint, not started again"
     for trial in {t for t, _, _ in reports}:
         assert [e for t, e, _ in reports if t == trial] == list(range(1, EPOCHS + 1))
     # two trials at a time on one-CPU nodes: they spread (tune.reuse_actors auto: no reuse here)
