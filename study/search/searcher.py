@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 class PruningOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that records early-stopped trials as PRUNED and survives a driver restart.
 
-    Intermediate values are keyed by epoch (not Tune's ``training_iteration``, which a restored
-    trial's re-report advances), and a trial Optuna has already been told about is never told again.
+    Intermediate values are keyed by epoch (not Tune's ``training_iteration``, which counts an
+    epoch retrained after a driver restart twice), and a trial Optuna has been told about is never
+    told again.
     """
 
     def __init__(self, *args, max_epochs: int, stop_file: str | None = None, **kwargs):
