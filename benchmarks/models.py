@@ -6,7 +6,8 @@ For each (group, width, input size) it prints, as medians of timed steps measure
 - train-step images/s (forward + backward + Adam step, train mode) of the e2cnn model and of
   ``plain_twin``: a plain ``torch.nn.Conv2d`` network with identical layer shapes (the bound for
   this architecture), and their time ratio (target: steerable <= 1.15 x plain);
-- eval-mode inference images/s of the e2cnn model and of its ``export_model`` copy.
+- eval-mode inference images/s of the e2cnn model, of its ``export_model`` copy and of the plain
+  twin, and the time ratio of the exported copy (what ``best`` ships) to the plain twin.
 
 Steerable and plain steps alternate (ABAB...) so background load hits both alike.
 
@@ -74,11 +75,14 @@ def bench(group: str, width: float, size: int, steps: int, channels_last: bool, 
     t_steer, t_plain = alternate(steps, lambda: train_step(steer, opt_s, x, y),
                                  lambda: train_step(plain, opt_p, x, y))
     steer.eval()
+    plain.eval()
     exported = export_model(steer).to(memory_format=fmt)
-    t_e2cnn, t_export = alternate(steps, lambda: infer_step(steer, x), lambda: infer_step(exported, x))
+    t_e2cnn, t_export, t_plain_eval = alternate(steps, lambda: infer_step(steer, x), lambda: infer_step(exported, x),
+                                                lambda: infer_step(plain, x))
     return {"model": group, "width": width, "px": size, "batch": batch,
             "gmac": count_macs(config) / 1e9, "steer": batch / t_steer, "plain": batch / t_plain,
-            "ratio": t_steer / t_plain, "e2cnn": batch / t_e2cnn, "export": batch / t_export}
+            "ratio": t_steer / t_plain, "e2cnn": batch / t_e2cnn, "export": batch / t_export,
+            "plain_eval": batch / t_plain_eval, "eval_ratio": t_export / t_plain_eval}
 
 
 def main(argv=None) -> int:
@@ -104,13 +108,15 @@ def main(argv=None) -> int:
     print(f"# device {device}, {args.threads} threads, torch {torch.__version__}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.steps} steps")
     print(f"{'model':8} {'width':>5} {'px':>4} {'batch':>5} {'GMAC':>7} | {'train img/s':>11} "
-          f"{'plain img/s':>11} {'ratio':>6} | {'e2cnn inf/s':>11} {'export inf/s':>12}")
+          f"{'plain img/s':>11} {'ratio':>6} | {'e2cnn inf/s':>11} {'export inf/s':>12} "
+          f"{'plain inf/s':>11} {'ratio':>6}")
     for size in sizes:
         for group, width in pairs:
             r = bench(group, width, size, args.steps, args.channels_last, device)
             print(f"{r['model']:8} {r['width']:5g} {r['px']:4d} {r['batch']:5d} {r['gmac']:7.3f} | "
                   f"{r['steer']:11.1f} {r['plain']:11.1f} {r['ratio']:6.2f} | "
-                  f"{r['e2cnn']:11.1f} {r['export']:12.1f}", flush=True)
+                  f"{r['e2cnn']:11.1f} {r['export']:12.1f} {r['plain_eval']:11.1f} {r['eval_ratio']:6.2f}",
+                  flush=True)
     return 0
 
 

@@ -19,6 +19,11 @@ non-trivial block by an invariant scalar (a function of its norm, or a per-block
   ``NormNonLinearity(function="n_relu")``, equal to it in ``tests/lensnets/test_lensnets_continuous.py``).
 - :class:`IrrepNorms`: the invariant map: per block its norm |v| (e2cnn's ``NormPool`` on the
   irreps), the trivial channel as it is (a ReLU output, so equal to its norm).
+
+Each module's ``forward_ops`` is its definition in tensor ops, what evaluation and the exported
+copy run. With gradients on, batch norm (in training) and norm-ReLU run the same maths through
+``lensnets.band_autograd``, whose hand-written backward takes a few passes over the map where
+autograd through the tensor ops took a dozen.
 """
 from __future__ import annotations
 
@@ -29,9 +34,9 @@ from e2cnn import gspaces
 from e2cnn import group as egroup
 from e2cnn import nn as enn
 
+from .band_autograd import BandBatchNormFn, NormReLUFn, norm_relu_gain, pair_gain, pair_norms, parts, per_channel
 from .config import GROUP_SPECS, field_irreps
 
-NORM_EPS = 1e-10   # e2cnn's NormNonLinearity: blocks with |v| <= this get multiplier 0
 
 
 def band_limited_repr(gspace: gspaces.GSpace, name: str) -> egroup.Representation:
@@ -63,17 +68,15 @@ class _Fields(torch.nn.Module):
             raise ValueError(f"expected [B, {self.fields * self.size}, H, W], got {list(x.shape)}")
         return x.unflatten(1, (self.fields, self.size))
 
-    def block_norms(self, rest: torch.Tensor) -> torch.Tensor:
-        """Norms of the non-trivial blocks: [B, F, d - 1, H, W] -> [B, F, irreps - 1, H, W]."""
-        ones = rest[:, :, :self.singles].abs()
-        pairs = torch.linalg.vector_norm(rest[:, :, self.singles:].unflatten(2, (self.pairs, 2)), dim=3)
-        return torch.cat([ones, pairs], dim=2)
+    def parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views of a split map: trivial [B, F, 1, H, W], 1-channel irreps [B, F, singles, H, W],
+        2-channel irreps [B, F, pairs, 2, H, W]."""
+        return parts(z, self.singles)
 
-    def to_channels(self, per_block: torch.Tensor, dim: int) -> torch.Tensor:
-        """One value per non-trivial block -> one per channel of it (along ``dim``)."""
-        ones = per_block.narrow(dim, 0, self.singles)
-        pairs = per_block.narrow(dim, self.singles, self.pairs).repeat_interleave(2, dim)
-        return torch.cat([ones, pairs], dim=dim)
+    def block_norms(self, z: torch.Tensor) -> torch.Tensor:
+        """Norms of the non-trivial blocks of a split map: [B, F, irreps - 1, H, W]."""
+        _, singles, pairs = self.parts(z)
+        return torch.cat([singles.abs(), pair_norms(pairs)], dim=2)
 
     def extra_repr(self) -> str:
         return f"{self.name}, fields={self.fields}, channels_per_field={self.size}"
@@ -93,6 +96,15 @@ class BandBatchNorm(_Fields):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return self.forward_ops(x)
+        z = self.split(x)                                  # the same maths, a hand-written backward
+        y, mean, var = BandBatchNormFn.apply(z, self.weight, self.bias, self.eps, self.singles)
+        self._update_running(mean, var, z.numel() // (z.shape[1] * z.shape[2]))
+        return y.flatten(1, 2)
+
+    def forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        """The definition in tensor ops (what evaluation and the exported copy run)."""
         z = self.split(x)
         if self.training:
             trivial, rest = z[:, :, 0], z[:, :, 1:]
@@ -106,7 +118,7 @@ class BandBatchNorm(_Fields):
         else:
             mean, var = self.running_mean, self.running_var
         scale = self.weight * torch.rsqrt(var + self.eps)                          # [F, irreps]
-        scale_ch = torch.cat([scale[:, :1], self.to_channels(scale[:, 1:], 1)], 1)  # [F, d]
+        scale_ch = per_channel(scale, self.singles)                                # [F, d]
         shift = torch.zeros_like(scale_ch)
         shift[:, 0] = self.bias - mean * scale[:, 0]
         return torch.addcmul(shift[..., None, None].to(z.dtype), z,
@@ -131,13 +143,21 @@ class BandNormReLU(_Fields):
         self.log_bias = torch.nn.Parameter(torch.zeros(fields, self.irreps - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.split(x)
-        rest = z[:, :, 1:]
-        norms = self.block_norms(rest)
-        bias = torch.exp(self.log_bias)[None, :, :, None, None].to(z.dtype)
-        multiplier = torch.relu(norms - bias) / norms.clamp_min(NORM_EPS)
-        rest = rest * self.to_channels(multiplier, 2)
-        return torch.cat([torch.relu(z[:, :, :1]), rest], 2).flatten(1, 2)
+        if not torch.is_grad_enabled():
+            return self.forward_ops(x)
+        bias = torch.exp(self.log_bias).to(x.dtype)        # the same maths, a hand-written backward
+        return NormReLUFn.apply(self.split(x), bias, self.singles).flatten(1, 2)
+
+    def forward_ops(self, x: torch.Tensor) -> torch.Tensor:
+        """The definition in tensor ops (what evaluation and the exported copy run)."""
+        trivial, singles, pairs = self.parts(self.split(x))
+        bias = torch.exp(self.log_bias)[None, :, :, None, None].to(x.dtype)   # [1, F, irreps - 1, 1, 1]
+        out = [torch.relu(trivial)]
+        if self.singles:
+            out.append(singles * norm_relu_gain(singles.abs(), bias[:, :, :self.singles]))
+        _, gain = pair_gain(pairs, bias[:, :, self.singles:])
+        out.append((pairs * gain.unsqueeze(3)).flatten(2, 3))
+        return torch.cat(out, 2).flatten(1, 2)
 
 
 class IrrepNorms(_Fields):
@@ -145,7 +165,7 @@ class IrrepNorms(_Fields):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.split(x)
-        return torch.cat([z[:, :, :1], self.block_norms(z[:, :, 1:])], 2).flatten(1, 2)
+        return torch.cat([z[:, :, :1], self.block_norms(z)], 2).flatten(1, 2)
 
 
 class OnFields(enn.EquivariantModule):
