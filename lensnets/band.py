@@ -1,9 +1,8 @@
 """Band-limited fields of the continuous groups SO(2) and O(2): representation and modules.
 
 A field (``lensnets.config.field_irreps``) is the direct sum of irreps, in channel order: the
-trivial irrep psi_0 (1 channel), for O(2) the sign irrep (1 channel, x -> -x under a flip), then
-psi_1 .. psi_F (2 channels each; a rotation by theta rotates psi_k's 2-vector by k theta, a flip
-mirrors it). A map of F such fields has F x d channels, field f on channels f d .. f d + d - 1.
+trivial irrep psi_0 (1 channel), then psi_1 .. psi_F (2 channels each; a rotation by theta
+rotates psi_k's 2-vector by k theta, a flip of O(2) mirrors it). A map of F such fields has F x d channels, field f on channels f d .. f d + d - 1.
 
 The modules below are plain PyTorch (so ``export()`` is a copy) and each commutes with that
 action, because it treats every irrep of every field as one block and only ever multiplies a
@@ -34,7 +33,7 @@ from e2cnn import gspaces
 from e2cnn import group as egroup
 from e2cnn import nn as enn
 
-from .band_autograd import BandBatchNormFn, NormReLUFn, norm_relu_gain, pair_gain, pair_norms, parts, per_channel
+from .band_autograd import BandBatchNormFn, NormReLUFn, pair_gain, pair_norms, parts, per_channel
 from .config import GROUP_SPECS, field_irreps
 
 
@@ -45,7 +44,7 @@ def band_limited_repr(gspace: gspaces.GSpace, name: str) -> egroup.Representatio
     if family == "SO":
         irreps = [gspace.irrep(k) for k in range(freq + 1)]
     else:
-        irreps = [gspace.irrep(0, 0), gspace.irrep(1, 0)] + [gspace.irrep(1, k) for k in range(1, freq + 1)]
+        irreps = [gspace.irrep(0, 0)] + [gspace.irrep(1, k) for k in range(1, freq + 1)]
     rep = egroup.directsum(irreps, name=f"{name}_band{freq}")
     assert tuple(r.size for r in irreps) == field_irreps(name)
     return rep
@@ -59,7 +58,6 @@ class _Fields(torch.nn.Module):
         super().__init__()
         sizes = field_irreps(name)
         self.name, self.fields, self.size = name, fields, sum(sizes)
-        self.singles = sizes.count(1) - 1          # 1-channel non-trivial irreps (O2's sign)
         self.pairs = sizes.count(2)                # 2-channel irreps psi_1 .. psi_F
         self.irreps = len(sizes)
 
@@ -68,15 +66,9 @@ class _Fields(torch.nn.Module):
             raise ValueError(f"expected [B, {self.fields * self.size}, H, W], got {list(x.shape)}")
         return x.unflatten(1, (self.fields, self.size))
 
-    def parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Views of a split map: trivial [B, F, 1, H, W], 1-channel irreps [B, F, singles, H, W],
-        2-channel irreps [B, F, pairs, 2, H, W]."""
-        return parts(z, self.singles)
-
     def block_norms(self, z: torch.Tensor) -> torch.Tensor:
-        """Norms of the non-trivial blocks of a split map: [B, F, irreps - 1, H, W]."""
-        _, singles, pairs = self.parts(z)
-        return torch.cat([singles.abs(), pair_norms(pairs)], dim=2)
+        """Norms of the 2-vectors of a split map: [B, F, irreps - 1, H, W]."""
+        return pair_norms(parts(z)[1])
 
     def extra_repr(self) -> str:
         return f"{self.name}, fields={self.fields}, channels_per_field={self.size}"
@@ -99,7 +91,7 @@ class BandBatchNorm(_Fields):
         if not (self.training and torch.is_grad_enabled()):
             return self.forward_ops(x)
         z = self.split(x)                                  # the same maths, a hand-written backward
-        y, mean, var = BandBatchNormFn.apply(z, self.weight, self.bias, self.eps, self.singles)
+        y, mean, var = BandBatchNormFn.apply(z, self.weight, self.bias, self.eps)
         self._update_running(mean, var, z.numel() // (z.shape[1] * z.shape[2]))
         return y.flatten(1, 2)
 
@@ -111,14 +103,13 @@ class BandBatchNorm(_Fields):
             mean = trivial.mean((0, 2, 3), dtype=torch.float32)
             var0 = (trivial - mean.to(z.dtype)[:, None, None]).square().mean((0, 2, 3), dtype=torch.float32)
             square = rest.square().mean((0, 3, 4), dtype=torch.float32)          # [F, d - 1]
-            ms = torch.cat([square[:, :self.singles],
-                            square[:, self.singles:].unflatten(1, (self.pairs, 2)).mean(2)], 1)
+            ms = square.unflatten(1, (self.pairs, 2)).mean(2)
             var = torch.cat([var0[:, None], ms], 1)
             self._update_running(mean, var, z.numel() // (z.shape[1] * z.shape[2]))
         else:
             mean, var = self.running_mean, self.running_var
         scale = self.weight * torch.rsqrt(var + self.eps)                          # [F, irreps]
-        scale_ch = per_channel(scale, self.singles)                                # [F, d]
+        scale_ch = per_channel(scale)                                              # [F, d]
         shift = torch.zeros_like(scale_ch)
         shift[:, 0] = self.bias - mean * scale[:, 0]
         return torch.addcmul(shift[..., None, None].to(z.dtype), z,
@@ -146,18 +137,14 @@ class BandNormReLU(_Fields):
         if not torch.is_grad_enabled():
             return self.forward_ops(x)
         bias = torch.exp(self.log_bias).to(x.dtype)        # the same maths, a hand-written backward
-        return NormReLUFn.apply(self.split(x), bias, self.singles).flatten(1, 2)
+        return NormReLUFn.apply(self.split(x), bias).flatten(1, 2)
 
     def forward_ops(self, x: torch.Tensor) -> torch.Tensor:
         """The definition in tensor ops (what evaluation and the exported copy run)."""
-        trivial, singles, pairs = self.parts(self.split(x))
+        trivial, pairs = parts(self.split(x))
         bias = torch.exp(self.log_bias)[None, :, :, None, None].to(x.dtype)   # [1, F, irreps - 1, 1, 1]
-        out = [torch.relu(trivial)]
-        if self.singles:
-            out.append(singles * norm_relu_gain(singles.abs(), bias[:, :, :self.singles]))
-        _, gain = pair_gain(pairs, bias[:, :, self.singles:])
-        out.append((pairs * gain.unsqueeze(3)).flatten(2, 3))
-        return torch.cat(out, 2).flatten(1, 2)
+        _, gain = pair_gain(pairs, bias)
+        return torch.cat([torch.relu(trivial), (pairs * gain.unsqueeze(3)).flatten(2, 3)], 2).flatten(1, 2)
 
 
 class IrrepNorms(_Fields):

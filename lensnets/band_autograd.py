@@ -2,7 +2,7 @@
 
 ``lensnets.band`` defines the maths with plain tensor ops (what evaluation and ``export()`` run).
 Autograd through those ops costs SO2/O2 a dozen passes over each map per block: every slice of a
-field (trivial channel, sign channel, 2-vectors) gets a full-size zero-filled gradient in backward,
+field (trivial channel, 2-vectors) gets a full-size zero-filled gradient in backward,
 and every intermediate (squares, norms, gains) is kept. The two functions below compute the same
 outputs and gradients in a few passes and keep only their input:
 
@@ -18,7 +18,7 @@ outputs and gradients in a few passes and keep only their input:
     y = v relu(n - b) / n
     backward (n > b):  dv = (1 - b / n) g + b v (v . g) / n^3,   db = -sum (v . g) / n
 
-(0 where n <= b; the trivial channel is a plain ReLU, a 1-channel block gives dv = g, db = -sign(v) g.)
+(0 where n <= b; the trivial channel is a plain ReLU.)
 ``tests/lensnets/test_lensnets_continuous.py`` checks both against autograd of ``lensnets.band``.
 """
 from __future__ import annotations
@@ -46,16 +46,14 @@ def pair_gain(pairs: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, to
     return inv_norm, torch.addcmul(torch.ones((), dtype=inv_norm.dtype), inv_norm, -bias).clamp_min_(0)
 
 
-def norm_relu_gain(norms: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """relu(|v| - b) / |v|: the factor norm-ReLU multiplies a block by (0 where |v| <= NORM_EPS)."""
-    return torch.relu(norms - bias) / norms.clamp_min(NORM_EPS)
+def parts(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of a field map [B, F, d, H, W]: trivial [B, F, 1, H, W], 2-vectors [B, F, P, 2, H, W]."""
+    return z[:, :, :1], z[:, :, 1:].unflatten(2, (-1, 2))
 
 
-def parts(z: torch.Tensor, singles: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Views of a field map [B, F, d, H, W]: trivial [B, F, 1, H, W], 1-channel irreps
-    [B, F, singles, H, W], 2-vectors [B, F, pairs, 2, H, W]."""
-    pairs = (z.shape[2] - 1 - singles) // 2
-    return z[:, :, :1], z[:, :, 1:1 + singles], z[:, :, 1 + singles:].unflatten(2, (pairs, 2))
+def per_channel(per_irrep: torch.Tensor) -> torch.Tensor:
+    """[F, irreps] -> [F, d]: each irrep's value on each of its channels (2-vectors: twice)."""
+    return torch.cat([per_irrep[:, :1], per_irrep[:, 1:].repeat_interleave(2, 1)], 1)
 
 
 def _sum(x: torch.Tensor, dims) -> torch.Tensor:
@@ -63,94 +61,71 @@ def _sum(x: torch.Tensor, dims) -> torch.Tensor:
 
 
 class BandBatchNormFn(torch.autograd.Function):
-    """``(z, weight [F, irreps], bias [F], eps, singles) -> (y, mean [F], var [F, irreps])`` on a
-    field map z [B, F, d, H, W]; mean and var are the batch statistics (for the running ones)."""
+    """``(z, weight [F, irreps], bias [F], eps) -> (y, mean [F], var [F, irreps])`` on a field map
+    z [B, F, d, H, W]; mean and var are the batch statistics (for the running ones)."""
 
     @staticmethod
-    def forward(ctx, z, weight, bias, eps, singles):
-        t, s, p = parts(z, singles)
+    def forward(ctx, z, weight, bias, eps):
+        t, p = parts(z)
         var0, mean = torch.var_mean(t.float(), dim=(0, 2, 3, 4), correction=0)
         count = z.numel() // (z.shape[1] * z.shape[2])                     # B H W
-        ms = [_sum(s * s, (0, 3, 4)) / count, _sum(p * p, (0, 3, 4, 5)) / (2 * count)]
-        var = torch.cat([var0[:, None], *ms], 1)                            # [F, irreps]
+        ms = _sum(p * p, (0, 3, 4, 5)) / (2 * count)                       # E|v|^2 / 2 per 2-vector
+        var = torch.cat([var0[:, None], ms], 1)                             # [F, irreps]
         r = torch.rsqrt(var + eps)
-        scale = per_channel(weight * r, singles)                            # [F, d]
+        scale = per_channel(weight * r)                                     # [F, d]
         shift = torch.zeros_like(scale)
         shift[:, 0] = bias - mean * scale[:, 0]
         y = torch.addcmul(shift[..., None, None].to(z.dtype), z, scale[..., None, None].to(z.dtype))
         ctx.save_for_backward(z, weight, r, mean)
-        ctx.singles, ctx.count = singles, count
+        ctx.count = count
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     def backward(ctx, grad, _mean, _var):
         z, weight, r, mean = ctx.saved_tensors
-        singles, count = ctx.singles, ctx.count
+        count = ctx.count
         dot = _sum(grad * z, (0, 3, 4))                                     # sum g z per channel [F, d]
         g0 = _sum(grad[:, :, 0], (0, 2, 3))                                 # sum g, trivial channel [F]
         spread = torch.cat([(dot[:, 0] - mean * g0)[:, None],               # sum g (t - mu)
-                            dot[:, 1:1 + singles],
-                            dot[:, 1 + singles:].unflatten(1, (-1, 2)).sum(2)], 1)   # [F, irreps]
-        sizes = torch.tensor([1] + [1] * singles + [2] * ((z.shape[2] - 1 - singles) // 2),
-                             device=z.device, dtype=r.dtype)
+                            dot[:, 1:].unflatten(1, (-1, 2)).sum(2)], 1)    # sum g . v    [F, irreps]
+        sizes = torch.ones_like(r)
+        sizes[:, 1:] = 2                                                    # channels per irrep
         a = weight * r                                                      # multiplies g
         c = -weight * r ** 3 * spread / (count * sizes)                     # multiplies z
-        e = -c[:, 0] * mean - a[:, 0] * g0 / count                          # the trivial channel's constant
         shift = torch.zeros(z.shape[1], z.shape[2], device=z.device, dtype=r.dtype)
-        shift[:, 0] = e
-        grad_z = torch.addcmul(shift[..., None, None].to(z.dtype), grad,
-                               per_channel(a, singles)[..., None, None].to(z.dtype))
-        grad_z.addcmul_(z, per_channel(c, singles)[..., None, None].to(z.dtype))
-        grad_weight = (r * spread).to(weight.dtype)
-        return grad_z, grad_weight, g0.to(weight.dtype), None, None
-
-
-def per_channel(per_irrep: torch.Tensor, singles: int) -> torch.Tensor:
-    """[F, irreps] -> [F, d]: each irrep's value on each of its channels (2-vectors: twice)."""
-    head = per_irrep[:, :1 + singles]
-    return torch.cat([head, per_irrep[:, 1 + singles:].repeat_interleave(2, 1)], 1)
+        shift[:, 0] = -c[:, 0] * mean - a[:, 0] * g0 / count                # the trivial channel's constant
+        grad_z = torch.addcmul(shift[..., None, None].to(z.dtype), grad, per_channel(a)[..., None, None].to(z.dtype))
+        grad_z.addcmul_(z, per_channel(c)[..., None, None].to(z.dtype))
+        return grad_z, (r * spread).to(weight.dtype), g0.to(weight.dtype), None
 
 
 class NormReLUFn(torch.autograd.Function):
-    """``(z [B, F, d, H, W], bias [F, irreps - 1] > 0, singles) -> y``: ReLU on the trivial channel,
-    norm-ReLU on every other block. Keeps z and, per 2-vector, 1/|v| and the gain."""
+    """``(z [B, F, d, H, W], bias [F, irreps - 1] > 0) -> y``: ReLU on the trivial channel,
+    norm-ReLU on every 2-vector. Keeps z and, per 2-vector, 1/|v| and the gain."""
 
     @staticmethod
-    def forward(ctx, z, bias, singles):
-        t, s, p = parts(z, singles)
+    def forward(ctx, z, bias):
+        t, p = parts(z)
         y = torch.empty_like(z)
-        yt, ys, yp = parts(y, singles)
-        b = bias[None, :, :, None, None]
+        yt, yp = parts(y)
         torch.clamp_min(t, 0, out=yt)
-        if singles:
-            torch.mul(s, norm_relu_gain(s.abs(), b[:, :, :singles]), out=ys)
-        inv_norm, gain = pair_gain(p, b[:, :, singles:])
+        inv_norm, gain = pair_gain(p, bias[None, :, :, None, None])
         torch.mul(p, gain.unsqueeze(3), out=yp)
         ctx.save_for_backward(z, bias, inv_norm, gain)
-        ctx.singles = singles
         return y
 
     @staticmethod
     def backward(ctx, grad):
         z, bias, inv_norm, gain = ctx.saved_tensors
-        singles = ctx.singles
-        t, s, p = parts(z, singles)
-        gt, gs, gp = parts(grad, singles)
+        (t, p), (gt, gp) = parts(z), parts(grad)
         grad_z = torch.empty_like(z)
-        dt, ds, dp = parts(grad_z, singles)
-        b = bias[None, :, :, None, None]
+        dt, dp = parts(grad_z)
         dt.copy_(torch.ops.aten.threshold_backward(gt, t, 0))
-        grad_bias = []
-        if singles:
-            alive = s.abs() > b[:, :, :singles]
-            torch.mul(gs, alive, out=ds)
-            grad_bias.append(-_sum(gs * s.sign() * alive, (0, 3, 4)))
-        a0, a1 = p.unbind(3)
-        g0, g1 = gp.unbind(3)
+        (a0, a1), (g0, g1) = p.unbind(3), gp.unbind(3)
         along = torch.addcmul(a0 * g0, a1, g1).mul_(inv_norm).mul_(gain > 0)   # (v . g) / n where n > b
-        grad_bias.append(-_sum(along, (0, 3, 4)))
-        along.mul_(inv_norm.square().mul_(b[:, :, singles:]))                  # b (v . g) / n^3
+        grad_bias = -_sum(along, (0, 3, 4))
+        along.mul_(inv_norm.square().mul_(bias[None, :, :, None, None]))       # b (v . g) / n^3
         torch.mul(gp, gain.unsqueeze(3), out=dp)
         dp.addcmul_(p, along.unsqueeze(3))
-        return grad_z, torch.cat(grad_bias, 1).to(bias.dtype), None
+        return grad_z, grad_bias.to(bias.dtype)

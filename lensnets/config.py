@@ -33,14 +33,18 @@ once, in this channel order (``field_irreps``):
 
 - ``SO2``: psi_0 (trivial, 1 channel) + psi_1 + ... + psi_F (2 channels each): 2F + 1 = 5 channels;
   this is exactly the regular representation of SO(2) band-limited to frequency F;
-- ``O2``: trivial + the sign (det) irrep (1 channel each) + psi_1 ... psi_F (2 each): 2F + 2 = 6.
+- ``O2``: the same irreps of O(2): trivial + psi_1 ... psi_F (a flip mirrors each 2-vector):
+  5 channels. O(2)'s sign irrep (a pseudo-scalar: rotation-invariant, negated by a flip) is left
+  out: a 5x5 kernel cannot make one from the trivial input, so it is first computed in block 2
+  from the 2-vectors, by derivative-like kernels whose discretisation error, normalised by batch
+  norm, made O2 3x less invariant off the pixel grid than SO2 (docs/models-and-memory.md).
 
 For the width rule, ``group_order`` (the "|G|" above) is the number of channels of one such field,
 so ``fields`` and ``channels`` modes mean the same as for finite groups (``channels``: the seed C8
-network's channel counts, hence its MACs, within the rounding of fields x 5 or x 6). In
+network's channel counts, hence its MACs, within the rounding of fields x 5). In
 ``params`` mode the 11 |G| free weights of a regular 5x5 field pair are replaced by the actual
-count of the band-limited pair (``FIELD_PAIR_WEIGHTS``: 43 for SO2, 34 for O2, i.e. an effective
-order B / 11 of 3.9 and 3.1), so ``F^2 B`` is again the seed network's. Why F = 2: e2cnn's default
+count of the band-limited pair (``FIELD_PAIR_WEIGHTS``: 43 for SO2, 23 for O2, i.e. an effective
+order B / 11 of 3.9 and 2.1), so ``F^2 B`` is again the seed network's. Why F = 2: e2cnn's default
 angular cutoff for 5x5 kernels is frequency 2, so every field frequency is reached directly from
 the trivial one; and untrained SO2/O2 models at 65 px deviated less under 30/45/73-degree
 rotations with F = 2 than with F = 3 (median relative deviation over 3 seeds 0.06 vs 0.11 for
@@ -66,7 +70,7 @@ GROUP_SPECS: dict[str, tuple[str, int]] = {
 CONTINUOUS_FAMILIES = ("SO", "O")
 #: free weights of e2cnn's default 5x5 steerable conv between two band-limited fields (F = 2);
 #: a regular field pair of a finite group has 11 |G| (``tests/lensnets/test_lensnets_continuous.py``).
-FIELD_PAIR_WEIGHTS: dict[str, int] = {"SO2": 43, "O2": 34}
+FIELD_PAIR_WEIGHTS: dict[str, int] = {"SO2": 43, "O2": 23}
 GROUPS: tuple[str, ...] = tuple(GROUP_SPECS)
 MODEL_NAMES: tuple[str, ...] = GROUPS + ("resnet18",)
 HEADS: tuple[str, ...] = ("invariant", "flatten")
@@ -92,9 +96,9 @@ def is_continuous(name: str) -> bool:
 
 
 def group_order(name: str) -> int:
-    """Channels per field: |G| (N for C_N, 2N for D_N); 2F + 1 for SO2, 2F + 2 for O2."""
+    """Channels per field: |G| (N for C_N, 2N for D_N); 2F + 1 for SO2 and O2."""
     family, n = GROUP_SPECS[name]
-    return {"C": n, "D": 2 * n, "SO": 2 * n + 1, "O": 2 * n + 2}[family]
+    return {"C": n, "D": 2 * n, "SO": 2 * n + 1, "O": 2 * n + 1}[family]
 
 
 def param_order(name: str) -> float:
@@ -104,11 +108,11 @@ def param_order(name: str) -> float:
 
 def field_irreps(name: str) -> tuple[int, ...]:
     """Sizes of the irreps in one field of a continuous group, in channel order (see above):
-    the trivial irrep, the 1-channel sign irrep (O2 only), then F 2-channel irreps."""
+    the trivial irrep, then F 2-channel irreps."""
     family, n = GROUP_SPECS[name]
     if family not in CONTINUOUS_FAMILIES:
         raise ValueError(f"{name} is a finite group: its fields are regular, not band-limited")
-    return (1,) + ((1,) if family == "O" else ()) + (2,) * n
+    return (1,) + (2,) * n
 
 
 def feature_sizes(input_size: int) -> tuple[int, ...]:

