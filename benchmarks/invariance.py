@@ -17,6 +17,12 @@ group has the same channels per block. The 90-degree column is exact for C4 and 
 
     python benchmarks/invariance.py                     # 65 px, width 0.25, seeds 0,1: ~1.5 min
     python benchmarks/invariance.py --size 37 --width 0.125 --markdown
+    python benchmarks/invariance.py --groups SO2,O2 --seeds 0,1,2,3 --decompose
+
+``--decompose`` splits each group's relative deviation (medians over seeds, images and the
+off-grid angles 30, 45, 73) into its numerator and denominator, for the logits and for the pooled
+invariant features the head receives (averaged over space): how much the rotation changes them,
+and how much they differ between images.
 """
 from __future__ import annotations
 
@@ -65,6 +71,48 @@ def deviations(model, size: int, count: int, angles) -> dict[float, list[float]]
             for a in angles}
 
 
+OFF_GRID = (30.0, 45.0, 73.0)
+
+
+@torch.no_grad()
+def decomposition(model, size: int, count: int) -> dict[str, list[float]]:
+    """Absolute change under the off-grid rotations and between-image spread, of the logits and
+    of the head's input (pooled invariant features averaged over space), per image and angle."""
+    pooled = {}
+    hook = model.head.register_forward_pre_hook(lambda m, args: pooled.__setitem__("x", args[0].mean((2, 3))))
+    try:
+        logits = model(smooth_images(size, 0.0, count))
+        features = pooled["x"]
+        out = {"logit_change": [], "feature_change": [],
+               "logit_spread": [float(logits.std(0).pow(2).mean().sqrt())],
+               "feature_spread": [float(features.std(0).pow(2).mean().sqrt())]}
+        for angle in OFF_GRID:
+            turned = model(smooth_images(size, angle, count))
+            out["logit_change"] += (turned - logits).pow(2).mean(1).sqrt().tolist()
+            out["feature_change"] += (pooled["x"] - features).pow(2).mean(1).sqrt().tolist()
+    finally:
+        hook.remove()
+    return out
+
+
+def print_decomposition(groups, seeds, args, calibration) -> None:
+    print(f"# {args.size} px, width {args.width:g} (channels mode), {args.images} images, seeds "
+          f"{','.join(map(str, seeds))}, angles 30/45/73: medians of the rotation's change and of the "
+          "between-image spread")
+    print("| model | logit change | logit spread | relative | feature change | feature spread | relative |")
+    print("|---|---|---|---|---|---|---|")
+    for group in groups:
+        parts: dict[str, list[float]] = {}
+        for seed in seeds:
+            model = calibrated_model(group, seed, args.size, args.width, calibration)
+            for key, values in decomposition(model, args.size, args.images).items():
+                parts.setdefault(key, []).extend(values)
+        m = {key: statistics.median(values) for key, values in parts.items()}
+        print(f"| {group} | {m['logit_change']:.4f} | {m['logit_spread']:.4f} | "
+              f"{m['logit_change'] / m['logit_spread']:.3f} | {m['feature_change']:.4f} | "
+              f"{m['feature_spread']:.4f} | {m['feature_change'] / m['feature_spread']:.3f} |", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=65, help="input pixels, 4k+1 (default 65)")
@@ -74,10 +122,15 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", default=",".join(GROUPS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--decompose", action="store_true",
+                        help="per group: the rotation's change and the between-image spread, logits and features")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     calibration = smooth_images(args.size, 0.0, args.images)
+    if args.decompose:
+        print_decomposition(args.groups.split(","), seeds, args, calibration)
+        return 0
     cols = [f"{a:g} deg median / max" for a in ANGLES]
     print(f"# {args.size} px, width {args.width:g} (channels mode), {args.images} images, "
           f"untrained models; relative logit deviation (see benchmarks/invariance.py)")

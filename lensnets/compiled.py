@@ -47,7 +47,14 @@ class CompiledForward:
                 return self.compiled(*args, **kwargs)
             except _compile_errors() as err:
                 self.error = err
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                warnings.warn(f"{self.label}: torch.compile failed ({type(err).__name__}: {first[:200]}); "
-                              "running it without compiling", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"{self.label}: torch.compile failed ({_root_cause(err)}); running it without "
+                              "compiling", RuntimeWarning, stacklevel=2)
         return self.model(*args, **kwargs)
+
+
+def _root_cause(err: BaseException) -> str:
+    """``Type: first line`` of the innermost exception (Dynamo wraps the compiler's own error)."""
+    while (inner := getattr(err, "inner_exception", None) or err.__cause__) is not None:
+        err = inner
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first[:200]}"

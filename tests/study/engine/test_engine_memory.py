@@ -203,3 +203,18 @@ def test_cuda_lean_and_plain_steps_agree(mode):
         grads[m] = [p.grad for p in clone.parameters()]
     for a, b in zip(grads["plain"], grads[mode]):
         assert (a - b).abs().max() <= 1e-4 * a.abs().max().clamp_min(1e-12)
+
+
+def test_train_compile_runs_the_training_forward_through_torch_compile():
+    """``train.compile: true`` reaches the trainer; its training forward is the compiled one
+    (tests/lensnets/test_lensnets_compiled.py shows it computes the same), the model it saves is
+    the module itself."""
+    from lensnets.compiled import CompiledForward
+    from study.config import load_config
+    from study.search.space import run_spec
+
+    config = load_config(None, ["train.compile=true"])
+    sampled = {"model": "C4", "width": 0.1, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 16}
+    trainer = Trainer(spec(compile=run_spec(sampled, config).compile), CLASSES)
+    assert isinstance(trainer.forward, CompiledForward) and trainer.forward.model is trainer.model
+    assert not isinstance(Trainer(spec(), CLASSES).forward, CompiledForward)
