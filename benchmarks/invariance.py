@@ -18,11 +18,14 @@ group has the same channels per block. The 90-degree column is exact for C4 and 
     python benchmarks/invariance.py                     # 65 px, width 0.25, seeds 0,1: ~1.5 min
     python benchmarks/invariance.py --size 37 --width 0.125 --markdown
     python benchmarks/invariance.py --groups SO2,O2 --seeds 0,1,2,3 --decompose
+    python benchmarks/invariance.py --groups SO2,O2 --seeds 0,1,2,3 --size 37 --width 0.125 --per-block
 
 ``--decompose`` splits each group's relative deviation (medians over seeds, images and the
 off-grid angles 30, 45, 73) into its numerator and denominator, for the logits and for the pooled
 invariant features the head receives (averaged over space): how much the rotation changes them,
-and how much they differ between images.
+and how much they differ between images. ``--per-block`` (SO2/O2) follows the deviation through
+the network: after each block, the relative deviation of each irrep's norm averaged over space
+(median over fields, seeds and the off-grid angles), one column per irrep.
 """
 from __future__ import annotations
 
@@ -113,6 +116,42 @@ def print_decomposition(groups, seeds, args, calibration) -> None:
               f"{m['feature_spread']:.4f} | {m['feature_change'] / m['feature_spread']:.3f} |", flush=True)
 
 
+@torch.no_grad()
+def per_block(group: str, seeds, args, calibration) -> list[list[list[float]]]:
+    """[block][irrep] -> relative deviations of the irrep's spatially averaged norm (band groups)."""
+    from lensnets.band import BandNormReLU, IrrepNorms
+    from lensnets.config import field_irreps
+
+    irreps = len(field_irreps(group))
+    table = [[[] for _ in range(irreps)] for _ in range(6)]
+    for seed in seeds:
+        model = calibrated_model(group, seed, args.size, args.width, calibration)
+        norms = {}
+        hooks = [m.register_forward_hook(lambda m, i, out, k=k: norms.__setitem__(k, IrrepNorms(group, m.fields)(out)
+                                                                                  .mean((2, 3))))
+                 for k, m in enumerate(x for x in model.modules() if isinstance(x, BandNormReLU))]
+        model(smooth_images(args.size, 0.0, args.images))
+        reference = dict(norms)
+        for angle in OFF_GRID:
+            model(smooth_images(args.size, angle, args.images))
+            for block, ref in reference.items():
+                rel = ((norms[block] - ref).pow(2).mean(0).sqrt() / ref.std(0).clamp_min(1e-12)).unflatten(0, (-1, irreps))
+                for irrep in range(irreps):
+                    table[block][irrep].append(float(rel[:, irrep].median()))
+        for hook in hooks:
+            hook.remove()
+    return table
+
+
+def print_per_block(groups, seeds, args, calibration) -> None:
+    print(f"# {args.size} px, width {args.width:g} (channels mode), {args.images} images, seeds "
+          f"{','.join(map(str, seeds))}, angles 30/45/73: relative deviation of each irrep's mean norm")
+    for group in groups:
+        for block, per_irrep in enumerate(per_block(group, seeds, args, calibration), start=1):
+            cells = " ".join(f"{statistics.median(v):.3f}" for v in per_irrep)
+            print(f"{group} block {block}: {cells}", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=65, help="input pixels, 4k+1 (default 65)")
@@ -124,10 +163,15 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--decompose", action="store_true",
                         help="per group: the rotation's change and the between-image spread, logits and features")
+    parser.add_argument("--per-block", action="store_true",
+                        help="SO2/O2: each block's deviation per irrep (trivial, psi_1, psi_2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     calibration = smooth_images(args.size, 0.0, args.images)
+    if args.per_block:
+        print_per_block(args.groups.split(","), seeds, args, calibration)
+        return 0
     if args.decompose:
         print_decomposition(args.groups.split(","), seeds, args, calibration)
         return 0

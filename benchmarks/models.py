@@ -15,6 +15,11 @@ Steerable and plain steps alternate (ABAB...) so background load hits both alike
     python benchmarks/models.py --full       # more groups and widths
     python benchmarks/models.py --threads 2 --channels-last
     python benchmarks/models.py --models SO2:0.25,O2:0.25   # chosen group:width pairs
+    python benchmarks/models.py --compile --sizes 65     # torch.compile against eager, every model
+
+``--compile`` prints, per model, the seconds of the first compiled training step (compiling), the
+train images/s eager and compiled (``lensnets.compiled.CompiledForward``, as ``train.compile``
+runs it) and the inference images/s of the exported copy eager and compiled, with the speed-ups.
 """
 from __future__ import annotations
 
@@ -29,8 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from lensnets import ModelConfig, build_model, count_macs, export_model, plain_twin  # noqa: E402
+from lensnets.compiled import CompiledForward  # noqa: E402
 
 QUICK = [("C8", 0.25), ("D4", 0.25), ("trivial", 1.0)]
+EVERY = [("trivial", 1.0), ("C4", 0.25), ("C8", 0.25), ("C16", 0.25), ("D4", 0.25), ("D8", 0.25),
+         ("SO2", 0.25), ("O2", 0.25), ("resnet18", 1.0)]
 FULL = QUICK + [("C4", 0.5), ("C16", 0.125), ("D8", 0.125), ("C8", 0.5)]
 BATCH = {65: 32, 129: 8}
 
@@ -85,6 +93,46 @@ def bench(group: str, width: float, size: int, steps: int, channels_last: bool, 
             "plain_eval": batch / t_plain_eval, "eval_ratio": t_export / t_plain_eval}
 
 
+def bench_compiled(group: str, width: float, size: int, steps: int, device) -> dict:
+    """Eager against ``torch.compile`` for one model: training step and exported inference."""
+    config = ModelConfig(name=group, width=width, input_size=size)
+    batch = BATCH.get(size, 16)
+    x = torch.randn(batch, 1, size, size, device=device)
+    y = torch.randint(0, config.num_outputs, (batch,), device=device)
+    torch.manual_seed(0)
+    eager = build_model(config).to(device)
+    torch.manual_seed(0)
+    compiled = CompiledForward(build_model(config).to(device), group)
+    optimisers = [torch.optim.Adam(m.parameters(), 1e-4) for m in (eager, compiled.model)]
+    first_compiled = train_step(compiled, optimisers[1], x, y)          # compiles
+    t_eager, t_compiled = alternate(steps, lambda: train_step(eager, optimisers[0], x, y),
+                                    lambda: train_step(compiled, optimisers[1], x, y))
+    exported = export_model(eager.eval())
+    compiled_export = CompiledForward(exported, f"{group} exported")
+    first_export = infer_step(compiled_export, x)                        # compiles
+    e_eager, e_compiled = alternate(steps, lambda: infer_step(exported, x), lambda: infer_step(compiled_export, x))
+    fell_back = [type(f.error).__name__ for f in (compiled, compiled_export) if f.error is not None]
+    return {"model": group, "width": width, "px": size, "compile_s": first_compiled,
+            "eager": batch / t_eager, "compiled": batch / t_compiled, "speedup": t_eager / t_compiled,
+            "export_compile_s": first_export, "export": batch / e_eager, "export_compiled": batch / e_compiled,
+            "export_speedup": e_eager / e_compiled, "fell_back": ",".join(fell_back) or "-"}
+
+
+def main_compiled(args, pairs, sizes, device) -> int:
+    print(f"# device {device}, {args.threads} threads, torch {torch.__version__}, median of {args.steps} steps; "
+          "compile s = the first compiled step")
+    print(f"{'model':8} {'width':>5} {'px':>4} | {'compile s':>9} {'eager img/s':>11} {'compiled':>9} "
+          f"{'speedup':>7} | {'compile s':>9} {'export inf/s':>12} {'compiled':>9} {'speedup':>7} fell back")
+    for size in sizes:
+        for group, width in pairs:
+            r = bench_compiled(group, width, size, args.steps, device)
+            print(f"{r['model']:8} {r['width']:5g} {r['px']:4d} | {r['compile_s']:9.1f} {r['eager']:11.1f} "
+                  f"{r['compiled']:9.1f} {r['speedup']:7.2f} | {r['export_compile_s']:9.1f} "
+                  f"{r['export']:12.1f} {r['export_compiled']:9.1f} {r['export_speedup']:7.2f} {r['fell_back']}",
+                  flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -96,6 +144,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--channels-last", action="store_true", help="NHWC tensors for both nets")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile against eager for every model (or --models)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -104,7 +154,9 @@ def main(argv=None) -> int:
     if args.models:
         pairs = [(g, float(w)) for g, w in (item.split(":") for item in args.models.split(","))]
     else:
-        pairs = FULL if args.full else QUICK
+        pairs = EVERY if args.compile else FULL if args.full else QUICK
+    if args.compile:
+        return main_compiled(args, pairs, sizes, device)
     print(f"# device {device}, {args.threads} threads, torch {torch.__version__}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, median of {args.steps} steps")
     print(f"{'model':8} {'width':>5} {'px':>4} {'batch':>5} {'GMAC':>7} | {'train img/s':>11} "

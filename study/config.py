@@ -62,6 +62,8 @@ class TrainConfig(Section):
     memory_budget_gb: Optional[float] = None   # GiB a trial may use; null: the GPU's free memory
                                                # (its share for gpus_per_trial < 1), no limit on CPU
     channels_last: Optional[bool] = None       # NHWC tensors; null: on CUDA only
+    compile: bool = False         # torch.compile the training step (about a minute per model first;
+                                  # falls back to eager if compiling fails)
 
 
 class TuneConfig(Section):

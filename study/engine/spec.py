@@ -39,6 +39,7 @@ class RunSpec:
     memory: str = _TRAIN.memory                          # plain | lean | auto (lean on CUDA)
     memory_budget_gb: float | None = _TRAIN.memory_budget_gb   # None: the GPU's free memory
     channels_last: bool | None = _TRAIN.channels_last    # None: on CUDA only
+    compile: bool = _TRAIN.compile                       # torch.compile the training forward
     gpu_share: float = 1.0   # the trial's fraction of its GPU (from tune.gpus_per_trial; not a config key)
 
     def label(self) -> str:

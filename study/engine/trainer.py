@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from common.atomic import atomic_file
+from lensnets.compiled import CompiledForward
 from study.engine.checkpoint import load_checkpoint, read_safely
 from study.engine.memory_plan import TrialDoesNotFit, plan_memory
 from study.engine.metrics import classification_metrics, cross_entropy
@@ -60,6 +61,7 @@ class Trainer:
         if self.plan.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.micro_batch = self.plan.micro_batch
+        self.forward = CompiledForward(self.model, spec.label()) if spec.compile else self.model
         self.oom_hook: Callable[[int], None] | None = None   # tests: called before each micro-step
         optimizer_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[spec.optimizer]
         self.optimizer = optimizer_cls(self.model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
@@ -132,7 +134,7 @@ class Trainer:
             if self.oom_hook is not None:
                 self.oom_hook(len(ys))
             with self._autocast():
-                loss = self._loss(self.model(xs), ys)
+                loss = self._loss(self.forward(xs), ys)
             (loss * (len(ys) / len(y))).backward()
             total += float(loss.detach()) * len(ys)
         return total

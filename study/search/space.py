@@ -56,6 +56,6 @@ def run_spec(sampled: dict, config: StudyConfig) -> RunSpec:
         max_epochs=t.max_epochs, seed=config.seed, optimizer=t.optimizer, head=t.head,
         width_mode=t.width_mode, image_size=d.image_size, crop_fraction=d.crop_fraction,
         rotate=d.rotate, flip=d.flip, amp=t.amp, memory=t.memory,
-        memory_budget_gb=t.memory_budget_gb, channels_last=t.channels_last,
+        memory_budget_gb=t.memory_budget_gb, channels_last=t.channels_last, compile=t.compile,
         gpu_share=share if 0 < share < 1 else 1.0,
     )
