@@ -50,6 +50,8 @@ class SearchConfig(Section):
     lr: list[float] = [3e-4, 3e-3]             # log-uniform [lo, hi]
     weight_decay: list[float] = [1e-6, 1e-3]   # log-uniform [lo, hi]
     batch_sizes: list[int] = [32, 64]
+    allocation: Literal["adaptive", "equal"] = "adaptive"   # equal: every group the same number of
+                                  # trials (round-robin), ASHA comparing a trial only within its group
 
 
 class TrainConfig(Section):

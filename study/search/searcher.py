@@ -26,10 +26,19 @@ class PruningOptunaSearch(OptunaSearch):
     told again.
     """
 
-    def __init__(self, *args, max_epochs: int, stop_file: str | None = None, **kwargs):
+    def __init__(self, *args, max_epochs: int, stop_file: str | None = None,
+                 equal_groups: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
         self.stop_file = stop_file
+        self.equal_groups = list(equal_groups or [])
+
+    def suggest(self, trial_id: str):
+        """``equal_groups``: the new trial's group is the one with the fewest trials so far (the
+        first in config order on a tie); Optuna samples the rest (see :func:`next_group`)."""
+        if self.equal_groups and trial_id not in internals.optuna_trials(self):
+            self.optuna_study.enqueue_trial({"model": next_group(self.optuna_study, self.equal_groups)})
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict):
         if trial_id not in internals.completed_trials(self):
@@ -91,3 +100,17 @@ class PruningOptunaSearch(OptunaSearch):
             self.optuna_study.tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. a NaN value: Optuna refuses it, the study goes on
             logger.warning("Optuna refused trial %s's outcome: %s", ot_trial.number, exc)
+
+
+def next_group(study: optuna.Study, groups: list[str]) -> str:
+    """The group with the fewest trials in ``study`` (proposed, running or finished; a FAILed trial
+    never trained and does not count), the first in ``groups`` on a tie: round-robin that stays
+    even across driver restarts (the count lives in Optuna's storage)."""
+    counts = dict.fromkeys(groups, 0)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.FAIL:
+            continue
+        model = trial.params.get("model", trial.system_attrs.get("fixed_params", {}).get("model"))
+        if model in counts:
+            counts[model] += 1
+    return min(groups, key=lambda g: (counts[g], groups.index(g)))

@@ -13,7 +13,7 @@ What, under which private name, and what for:
 - ``OptunaSearch._ot_study``, ``._ot_trials``, ``._completed_trials``: telling Optuna each
   trial's outcome once, as PRUNED or COMPLETE, and failing orphans after a restart;
 - ``optuna.Trial._trial_id`` / ``FrozenTrial._trial_id``: a trial's row in Optuna's storage;
-- ASHA's ``_brackets`` and each bracket's ``_rungs``, ``_time_attr``, ``_metric``: the rungs
+- ASHA's ``_brackets``, ``_trial_info`` and each bracket's ``_rungs``, ``_time_attr``, ``_metric``: the rungs
   kept on disk across driver restarts;
 - the logger ``ray.train._internal.storage``: its "Checkpoint successfully created" INFO line;
 - ``ray.tune.experimental.output._render_table_item``: the console's float format in a trial's
@@ -44,6 +44,21 @@ def tune_controller(wrapped):
 def asha_rung_lists(scheduler) -> list[list[tuple[int, dict]]]:
     """Per bracket, ASHA's live ``[(milestone, {trial_id: value}), ...]`` (mutable)."""
     return [bracket._rungs for bracket in scheduler._brackets]
+
+
+def asha_trial_brackets(scheduler) -> dict:
+    """ASHA's ``{trial_id: bracket}`` (mutable): which bracket's rungs a trial is compared in."""
+    return scheduler._trial_info
+
+
+def asha_brackets(scheduler) -> list:
+    """ASHA's brackets (one, with Tune's default ``brackets=1``)."""
+    return scheduler._brackets
+
+
+def bracket_rungs(bracket) -> list[tuple[int, dict]]:
+    """One bracket's live ``[(milestone, {trial_id: value}), ...]`` (mutable)."""
+    return bracket._rungs
 
 
 def asha_time_attr(scheduler) -> str:
@@ -156,7 +171,7 @@ def check(search=None, scheduler=None, optuna_trial=None) -> list[str]:
     if search is not None:
         missing(search, ("_ot_study", "_ot_trials", "_completed_trials"), "OptunaSearch")
     if scheduler is not None:
-        missing(scheduler, ("_brackets", "_time_attr", "_metric"), "ASHAScheduler")
+        missing(scheduler, ("_brackets", "_trial_info", "_time_attr", "_metric"), "ASHAScheduler")
         for bracket in getattr(scheduler, "_brackets", []):
             missing(bracket, ("_rungs",), "ASHA _Bracket")
     if optuna_trial is not None:

@@ -144,6 +144,10 @@ def console_names(config: StudyConfig) -> tuple[str, str]:
     while epoch < config.train.max_epochs:
         rungs.append(str(epoch))
         epoch *= t.reduction_factor
+    if config.search.allocation == "equal":
+        return (f"Optuna TPE (seed {config.seed}), equal trials per group",
+                f"ASHA per group: rungs at epochs {', '.join(rungs) or 'none'} of {config.train.max_epochs}, "
+                f"keeps the top 1/{t.reduction_factor}")
     return (f"Optuna TPE (seed {config.seed})",
             f"ASHA: rungs at epochs {', '.join(rungs) or 'none'} of {config.train.max_epochs}, "
             f"keeps the top 1/{t.reduction_factor}")
@@ -193,13 +197,19 @@ def load_arrays(dataset) -> dict:
 
 
 def make_searcher(config: StudyConfig, paths: StudyPaths):
+    import optuna
+
     from study.search.searcher import PruningOptunaSearch
     from study.search.space import define_by_run
 
+    equal = config.search.allocation == "equal"
+    sampler = {"sampler": optuna.samplers.TPESampler(seed=config.seed, multivariate=True)} if equal \
+        else {"seed": config.seed}   # equal: TPE models the group with the rest, so it tunes within it
     return PruningOptunaSearch(
         space=define_by_run(config.search), metric=config.tune.metric, mode=config.tune.mode,
-        seed=config.seed, study_name=config.name, max_epochs=config.train.max_epochs,
+        study_name=config.name, max_epochs=config.train.max_epochs, **sampler,
         storage=_optuna_storage(paths), stop_file=str(paths.state / ASHA_STATE),
+        equal_groups=list(config.search.groups) if equal else None,
     )
 
 
@@ -216,6 +226,7 @@ def make_scheduler(config: StudyConfig, paths: StudyPaths):
         time_attr="epoch", metric=config.tune.metric, mode=config.tune.mode,
         max_t=config.train.max_epochs, grace_period=config.tune.grace_period,
         reduction_factor=config.tune.reduction_factor, state_file=str(paths.state / ASHA_STATE),
+        per_group=config.search.allocation == "equal",
     )
 
 

@@ -105,24 +105,40 @@ def by_group(trials: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     """
     columns = rung_columns(trials)
     counts = trials.groupby("model").size()
+    epochs = trials.groupby("model")["epochs"].sum()
     if not columns:
         scored = trials.dropna(subset=["best"])
         best_rows = scored.groupby("model", sort=False).head(1)
         return pd.DataFrame({"model": best_rows["model"].values, "best": best_rows["best"].values,
                              "trials": [int(counts[m]) for m in best_rows["model"]],
+                             "trial_epochs": [int(epochs[m]) for m in best_rows["model"]],
                              "best_trial": best_rows["trial"].values})
     pick = (lambda s: s.max()) if mode == "max" else (lambda s: s.min())
     rows = []
     for model, group in matched_order(trials, mode).groupby("model", sort=False):
         top = group.iloc[0]
         deepest = [c for c in columns if pd.notna(top[c])]
-        rows.append({"model": model, "trials": int(counts[model]),
+        rows.append({"model": model, "trials": int(counts[model]), "trial_epochs": int(epochs[model]),
                      **{c: pick(group[c].dropna()) if group[c].notna().any() else math.nan
                         for c in columns},
                      "best_trial": top["trial"],
                      "reached": (f"{top['status']} at epoch {deepest[-1].rsplit('_', 1)[1]}"
                                  if deepest else top["status"])})
-    return pd.DataFrame(rows, columns=["model", "trials", *columns, "best_trial", "reached"])
+    return pd.DataFrame(rows, columns=["model", "trials", "trial_epochs", *columns, "best_trial", "reached"])
+
+
+def unequal_budgets(trials: pd.DataFrame, groups: list[str]) -> str | None:
+    """One line when the groups' tuning budgets differ (trials, or trial-epochs by more than a
+    tenth), else None: a group tuned more can win for that reason alone (Dodge et al. 2019)."""
+    budget = {g: (int((trials.model == g).sum()), int(trials.loc[trials.model == g, "epochs"].sum()))
+              for g in groups}
+    counts = [b[0] for b in budget.values()]
+    epochs = [b[1] for b in budget.values()]
+    if len(set(counts)) <= 1 and max(epochs) <= 1.1 * min(epochs):
+        return None
+    spelled = ", ".join(f"{g} {n} trials / {e} trial-epochs" for g, (n, e) in budget.items())
+    return (f"unequal tuning budgets ({spelled}): a group tuned more can come out ahead for that "
+            "reason alone; search.allocation=equal gives every group the same number of trials")
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:

@@ -55,7 +55,8 @@ class VerdictLog:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def write_report(record, picks, results: list[dict], log: VerdictLog, options, class_names, labels) -> dict:
+def write_report(record, picks, results: list[dict], log: VerdictLog, options, class_names, labels,
+                 budget_warning: str | None = None) -> dict:
     """Tables, plot and statement into ``options.out`` and the verdict run; returns the summary."""
     from common.atomic import atomic_dir
 
@@ -63,6 +64,8 @@ def write_report(record, picks, results: list[dict], log: VerdictLog, options, c
     groups = group_summary(table, list(class_names))
     comparison = compare_with_control(results, labels)
     statement = statement_of(groups, comparison, len(set(table.seed)))
+    if budget_warning:
+        statement += f"\n\n**Warning:** {budget_warning}."
     text = markdown_report(record.name, groups, comparison, picks, class_names, statement,
                            epochs=int(table_epochs(results)), test_images=len(labels))
     out = Path(options.out or Path("runs") / f"{record.name}.verdict")
@@ -73,6 +76,7 @@ def write_report(record, picks, results: list[dict], log: VerdictLog, options, c
         comparison.to_csv(folder / "comparison.csv", index=False)
         plot_verdict(table, comparison, folder / "verdict.png", record.name)
         summary = {"study": record.name, "run_id": log.run_id, "statement": statement,
+                   "budget_warning": budget_warning,
                    "groups": groups.to_dict("records"), "comparison": comparison.to_dict("records"),
                    "retrains": table.to_dict("records")}
         (folder / "verdict.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")

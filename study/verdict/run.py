@@ -143,7 +143,13 @@ def run_verdict(record: StudyRecord, options: VerdictOptions) -> dict:
     epochs = int(options.epochs or config.train.max_epochs)
     if options.seeds < 1 or epochs < 1:
         raise UsageError(f"--seeds {options.seeds} and --epochs {epochs} must be >= 1")
-    picks = contenders(study_trials(record), record, epochs)
+    from study.tracking.leaderboard import unequal_budgets
+
+    trials = study_trials(record)
+    picks = contenders(trials, record, epochs)
+    budget_warning = unequal_budgets(trials, [c.group for c in picks])
+    if budget_warning:
+        print(f"warning: {budget_warning}")
     data_path = options.data or config.data.path
     dataset, train, val, test = load_splits(data_path, train_on_train_val=False)
     if list(dataset.class_names) != _study_classes(record, dataset):
@@ -166,7 +172,7 @@ def run_verdict(record: StudyRecord, options: VerdictOptions) -> dict:
         log.close("FAILED")
         raise
     summary = verdict_report.write_report(record, picks, results, log, options, dataset.class_names,
-                                          test.labels)
+                                          test.labels, budget_warning)
     log.close("FINISHED")
     return summary
 

@@ -35,6 +35,21 @@ def test_a_stopped_trials_early_score_is_never_ranked_against_a_later_rung():
     assert groups.loc["trivial", ["auc_micro_at_4", "auc_micro_at_8"]].isna().all()
     assert groups.loc["trivial", "reached"] == "pruned at epoch 2"
     assert groups.loc["C4", "reached"] == "completed at epoch 8"
+    assert groups.loc["C4", "trials"] == 2 and groups.loc["C4", "trial_epochs"] == 12
+    assert list(groups.columns[:3]) == ["trials", "trial_epochs", "auc_micro_at_2"]
+
+
+def test_unequal_tuning_budgets_are_named_and_equal_ones_pass():
+    import pandas as pd
+
+    from study.tracking.leaderboard import unequal_budgets
+
+    trials = pd.DataFrame({"model": ["C4", "C4", "trivial", "trivial"], "epochs": [8, 2, 8, 2]})
+    assert unequal_budgets(trials, ["C4", "trivial"]) is None
+    warning = unequal_budgets(trials.iloc[:3], ["C4", "trivial"])
+    assert warning.startswith("unequal tuning budgets (C4 2 trials / 10 trial-epochs, trivial 1 trials / "
+                              "8 trial-epochs)") and "search.allocation=equal" in warning
+    assert unequal_budgets(trials, ["C4", "trivial", "D4"]).count("D4 0 trials") == 1
 
 
 def test_scores_per_rung_need_the_rungs_epochs():

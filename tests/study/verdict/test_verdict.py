@@ -47,6 +47,10 @@ def test_verdict_writes_table_plot_and_one_run_per_retrain(verdict):
     assert row["group"] == "C4" and row["ci_low"] <= row["delta"] <= row["ci_high"]
     assert row["verdict"] in ("ahead", "behind", "within noise")
     assert "| C4 |" in done.stdout and "(control)" in done.stdout and "95% interval" in done.stdout
+    # the control was never tuned (the study searched C4 only): the verdict says so
+    warning = ("unequal tuning budgets (C4 2 trials / 4 trial-epochs, trivial 0 trials / 0 trial-epochs)")
+    assert f"warning: {warning}" in done.stdout and f"**Warning:** {warning}" in (report / "verdict.md").read_text()
+    assert summary["budget_warning"].startswith(warning)
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("t")
