@@ -82,6 +82,9 @@ def print_summary(outcome) -> None:
     if len(shown) > SHOWN_TRIALS:
         print(f"... {len(shown) - SHOWN_TRIALS} more in {outcome.artifacts / 'leaderboard.csv'}\n")
     print(markdown(by_group(trials, mode)))
+    expected = outcome.artifacts / "expected_best.md"
+    if expected.exists():
+        print("\n".join(expected.read_text().splitlines()[2:]) + f"\n(plot: {outcome.artifacts / 'expected_best.png'})\n")
     from study.tracking.mlflow_store import redact
     from study.tracking.runs_view import runs_table_url
 

@@ -248,6 +248,7 @@ def finish_study(client, config: StudyConfig, exp_id: str, parent_id: str, paths
     import optuna
 
     from study.tracking import leaderboard
+    from study.tracking.expected_best import write_expected_best
 
     metric, t = config.tune.metric, config.tune
     trials = leaderboard.study_trials(client, exp_id, parent_id, config)
@@ -263,6 +264,7 @@ def finish_study(client, config: StudyConfig, exp_id: str, parent_id: str, paths
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=config.name, storage=_optuna_storage(paths))
     leaderboard.write_optuna_plots(study, folder)
+    write_expected_best(trials, folder, metric, t.mode)
     client.log_artifacts(parent_id, str(folder), artifact_path="results")
     client.set_tag(parent_id, "trials", str(len(trials)))
     return StudyOutcome(config, exp_id, parent_id, trials, folder)

@@ -11,6 +11,7 @@ import json
 from types import SimpleNamespace
 
 import optuna
+from mlflow.tracking import MlflowClient
 
 from study.search.scheduler import PersistentASHA
 from study.search.searcher import next_group
@@ -68,3 +69,10 @@ def test_an_equal_study_gives_every_group_the_same_number_of_trials(shared_ray, 
     printed = capsys.readouterr().out
     assert "| model | trials | trial_epochs |" in printed
     assert "equal trials per group" in printed and "ASHA per group" in printed
+    # the expected best score vs trials, per group, in results/ and on the parent run
+    results = tmp_path / "runs" / "eq.state" / "artifacts"
+    assert (results / "expected_best.png").stat().st_size > 0
+    assert all(f"{g}: 2 trials, expected best" in printed for g in GROUPS)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("eq").experiment_id], "tags.role = 'study'")
+    assert "results/expected_best.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "results")}
