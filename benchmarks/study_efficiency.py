@@ -10,6 +10,15 @@ epoch - no training, so a replay costs seconds.
 
     python benchmarks/study_efficiency.py record [--workers 2]   # ~35 min on 2 cores, resumable
     python benchmarks/study_efficiency.py replay [--reps 20]     # the four strategies, ~minutes
+    python benchmarks/study_efficiency.py record --landscape model_i   # ~2 h on 2 cores, resumable
+
+Two landscapes (``--landscape``): ``local`` (above) and ``model_i``: the Model I laptop config
+(``configs/model-i-laptop.yaml``: DeepLense Model I physics at 65 px, where the curves stay near
+chance for the first epochs and the groups differ), every group of it plus ResNet-18, 12 epochs,
+two seeds per configuration (``seed`` column), on a fractional grid sized to record in about two
+hours: width 1/16 (the config's only width), lr 3e-4 / 1e-3 / 3e-3, and (weight decay, batch size)
+(1e-5, 32) and (3e-4, 64). Seed 0 of every configuration records first. The replay reads a
+configuration's curve as the mean over its recorded seeds.
 
 Strategies (``--reps`` seeds each; seed ``r`` seeds the sampler):
 
@@ -42,6 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
 CURVES = ROOT / "benchmarks" / "data" / "curves_local.csv"
 CONFIG = ROOT / "configs" / "local.yaml"
+LANDSCAPES = {   # name -> (study config, its overrides for recording, curves table, seeds)
+    "local": (CONFIG, [], CURVES, (0,)),
+    "model_i": (ROOT / "configs" / "model-i-laptop.yaml", ["train.max_epochs=12"],
+                ROOT / "benchmarks" / "data" / "curves_model_i.csv", (0, 1)),
+}
+MODEL_I_WD_BS = ((1e-5, 32), (3e-4, 64))   # the fractional grid's (weight decay, batch size) pairs
 STRATEGIES = ("ASHA+TPE", "ASHA+random", "FIFO+TPE", "FIFO+random")
 TOLERANCE = 0.01
 KEY = ("model", "width", "lr", "weight_decay", "batch_size")
@@ -55,8 +70,13 @@ GRID_LR = (3e-4, 1e-3, 3e-3)
 GRID_WD = (3e-5,)
 
 
-def grid(search) -> list[dict]:
+def grid(search, landscape: str = "local") -> list[dict]:
     """The configurations to record, batch size 32 first (a partial recording covers every model)."""
+    if landscape == "model_i":
+        models = [*search.groups, "resnet18"]
+        return [dict(model=m, width=1.0 if m == "resnet18" else float(search.widths[0]), lr=lr,
+                     weight_decay=wd, batch_size=bs)
+                for wd, bs in MODEL_I_WD_BS for m in models for lr in GRID_LR]
     out = []
     for bs in search.batch_sizes:
         for model in search.groups:
@@ -74,16 +94,30 @@ def _key(row: dict) -> tuple:
 
 
 def read_curves(path: Path = CURVES) -> dict[tuple, list[float]]:
-    """``{(model, width, lr, weight_decay, batch_size): [val_auc_micro at epoch 1, 2, ...]}``."""
+    """``{(model, width, lr, weight_decay, batch_size): [val_auc_micro at epoch 1, 2, ...]}``,
+    the mean over the configuration's recorded seeds."""
+    per_seed = read_seed_curves(path)
+    curves: dict[tuple, list[list[float]]] = {}
+    for (key, _seed), curve in per_seed.items():
+        curves.setdefault(key, []).append(curve)
+    return {k: [sum(v) / len(v) for v in zip(*c)] for k, c in curves.items()}
+
+
+def read_seed_curves(path: Path) -> dict[tuple, list[float]]:
+    """``{(configuration key, seed): curve}`` (a table without a ``seed`` column is seed 0)."""
     curves: dict[tuple, dict[int, float]] = {}
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            curves.setdefault(_key(row), {})[int(row["epoch"])] = float(row["val_auc_micro"])
+            key = (_key(row), int(row.get("seed") or 0))
+            curves.setdefault(key, {})[int(row["epoch"])] = float(row["val_auc_micro"])
     return {k: [v[e] for e in sorted(v)] for k, v in curves.items()}
 
 
-def record_one(cfg: dict) -> list[dict]:
-    """Train ``cfg`` for the study's ``max_epochs`` with the study's engine; one row per epoch."""
+def record_one(cfg: dict, landscape: str = "local", seed: int | None = None) -> list[dict]:
+    """Train ``cfg`` for the study's ``max_epochs`` with the study's engine; one row per epoch
+    (with a ``seed`` column when ``seed`` is given: the run's seed, instead of the study's)."""
+    import dataclasses
+
     import torch
 
     from study.config import load_config
@@ -92,15 +126,20 @@ def record_one(cfg: dict) -> list[dict]:
     from study.search.space import run_spec
     from study.search.data_preparation import ensure_dataset
 
+    config, overrides, _, _ = LANDSCAPES[landscape]
     torch.set_num_threads(1)
-    study = load_config(CONFIG)
+    study = load_config(config, overrides)
     data = ensure_dataset(study)
     train, val = (Split(*data.arrays(s)) for s in ("train", "val"))
-    trainer = Trainer(run_spec(cfg, study), list(data.class_names), device="cpu")
+    spec = run_spec(cfg, study)
+    if seed is not None:
+        spec = dataclasses.replace(spec, seed=seed)
+    trainer = Trainer(spec, list(data.class_names), device="cpu")
     start = time.perf_counter()
     history = fit(trainer, train, val, until_epoch=study.train.max_epochs)
     seconds = (time.perf_counter() - start) / len(history)
-    return [{**cfg, "epoch": r["epoch"], "val_auc_micro": round(float(r["val_auc_micro"]), 5),
+    extra = {} if seed is None else {"seed": seed}
+    return [{**cfg, **extra, "epoch": r["epoch"], "val_auc_micro": round(float(r["val_auc_micro"]), 5),
              "epoch_seconds": round(seconds, 2)} for r in history]
 
 
@@ -110,17 +149,19 @@ def record(args) -> int:
     from study.config import load_config
     from study.search.data_preparation import ensure_dataset
 
-    study = load_config(CONFIG)
+    config, overrides, default_curves, seeds = LANDSCAPES[args.landscape]
+    study = load_config(config, overrides)
     ensure_dataset(study)    # simulate once, before the workers start
-    path = Path(args.curves)
-    done = set(read_curves(path)) if path.exists() else set()
-    todo = [c for c in grid(study.search) if _key(c) not in done]
-    print(f"{len(done)} configurations recorded in {path}, {len(todo)} to go", flush=True)
+    path = Path(args.curves or default_curves)
+    done = set(read_seed_curves(path)) if path.exists() else set()
+    with_seed = len(seeds) > 1
+    todo = [(c, s) for s in seeds for c in grid(study.search, args.landscape) if (_key(c), s) not in done]
+    print(f"{len(done)} runs (configuration, seed) recorded in {path}, {len(todo)} to go", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = [*KEY, "epoch", "val_auc_micro", "epoch_seconds"]
+    fields = [*KEY, *(["seed"] if with_seed else []), "epoch", "val_auc_micro", "epoch_seconds"]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(record_one, c) for c in todo]
+        futures = [pool.submit(record_one, c, args.landscape, s if with_seed else None) for c, s in todo]
         for n, fut in enumerate(as_completed(futures), 1):
             rows = fut.result()
             new = not path.exists()
@@ -131,7 +172,7 @@ def record(args) -> int:
                 writer.writerows(rows)
             r = rows[-1]
             print(f"[{n}/{len(todo)}] {r['model']} w{r['width']} lr{r['lr']:.0e} wd{r['weight_decay']:.0e} "
-                  f"bs{r['batch_size']}: best {max(x['val_auc_micro'] for x in rows):.4f} "
+                  f"bs{r['batch_size']} seed {r.get('seed', 0)}: best {max(x['val_auc_micro'] for x in rows):.4f} "
                   f"({r['epoch_seconds']:.1f} s/epoch, {time.perf_counter() - start:.0f} s)", flush=True)
     return 0
 
@@ -328,7 +369,8 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="record learning curves on the grid (resumable)")
     rec.add_argument("--workers", type=int, default=2, help="parallel processes, one core each")
-    rec.add_argument("--curves", default=str(CURVES))
+    rec.add_argument("--landscape", choices=sorted(LANDSCAPES), default="local")
+    rec.add_argument("--curves", help="the table to append to (default: the landscape's)")
     rep = sub.add_parser("replay", help="replay the four strategies through Ray Tune")
     rep.add_argument("--reps", type=int, default=20)
     rep.add_argument("--max-trials", type=int, default=48,
