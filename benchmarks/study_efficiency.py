@@ -332,8 +332,9 @@ def replay(args) -> int:
     from study.config import load_config
     from study.tracking.leaderboard import rung_epochs
 
-    study = load_config(CONFIG, args.set)
-    curves = read_curves(Path(args.curves))
+    config, _, default_curves, _ = LANDSCAPES[args.landscape]
+    study = load_config(config, args.set)
+    curves = read_curves(Path(args.curves or default_curves))
     table = CurveTable({k: v[:study.train.max_epochs] for k, v in curves.items()})
     print(f"{len(curves)} recorded configurations; best val AUC {table.best:.4f}, "
           f"target {table.best - args.tolerance:.4f} (best - {args.tolerance:g}); "
@@ -376,7 +377,8 @@ def main(argv=None) -> int:
     rep.add_argument("--max-trials", type=int, default=48,
                      help="trials per run at most (default 48, 3x the default study's 16)")
     rep.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    rep.add_argument("--curves", default=str(CURVES))
+    rep.add_argument("--landscape", choices=sorted(LANDSCAPES), default="local")
+    rep.add_argument("--curves", help="the recorded table (default: the landscape's)")
     rep.add_argument("--tolerance", type=float, default=TOLERANCE,
                      help="target = best recorded val AUC minus this (default 0.01)")
     rep.add_argument("--tpe-startup", type=int, default=10,

@@ -68,3 +68,19 @@ def test_each_strategy_replays_through_ray_tune_and_asha_spends_less(shared_ray,
         assert runs[name]["spent"] > 8 * (runs[name]["trials"] - 1)
     table_md = eff.summarise({k: [v] for k, v in runs.items()}, max_epochs=8)
     assert table_md.count("\n") == 1 + len(runs) and "FIFO+random" in table_md
+
+
+def test_the_model_i_grid_records_every_group_and_resnet_with_two_seeds_and_averages_them(tmp_path):
+    config, overrides, _, seeds = eff.LANDSCAPES["model_i"]
+    study = load_config(config, overrides)
+    grid = eff.grid(study.search, "model_i")
+    assert len(grid) == 36 and seeds == (0, 1) and study.train.max_epochs == 12
+    assert {c["model"] for c in grid} == {*study.search.groups, "resnet18"}
+    assert {(c["weight_decay"], c["batch_size"]) for c in grid} == set(eff.MODEL_I_WD_BS)
+    table = tmp_path / "curves.csv"
+    table.write_text("model,width,lr,weight_decay,batch_size,seed,epoch,val_auc_micro,epoch_seconds\n"
+                     "C4,0.0625,0.001,1e-05,32,0,1,0.5,7\nC4,0.0625,0.001,1e-05,32,0,2,0.7,7\n"
+                     "C4,0.0625,0.001,1e-05,32,1,1,0.6,7\nC4,0.0625,0.001,1e-05,32,1,2,0.9,7\n")
+    assert set(eff.read_seed_curves(table)) == {(("C4", 0.0625, 0.001, 1e-05, 32), s) for s in (0, 1)}
+    (curve,) = eff.read_curves(table).values()
+    assert curve == pytest.approx([0.55, 0.8])
