@@ -84,3 +84,11 @@ def test_the_model_i_grid_records_every_group_and_resnet_with_two_seeds_and_aver
     assert set(eff.read_seed_curves(table)) == {(("C4", 0.0625, 0.001, 1e-05, 32), s) for s in (0, 1)}
     (curve,) = eff.read_curves(table).values()
     assert curve == pytest.approx([0.55, 0.8])
+
+
+def test_committed_model_i_curves_cover_its_grid_with_both_seeds():
+    config, overrides, path, seeds = eff.LANDSCAPES["model_i"]
+    study = load_config(config, overrides)
+    runs = eff.read_seed_curves(path)
+    assert set(runs) == {(eff._key(c), s) for c in eff.grid(study.search, "model_i") for s in seeds}
+    assert {len(c) for c in runs.values()} == {12} and all(0.3 <= v <= 1.0 for c in runs.values() for v in c)
