@@ -21,7 +21,6 @@ from lensnets.config import MEMORY_MODES, MODEL_NAMES
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
 Metric = Literal["val_auc_micro", "val_auc_macro", "val_acc", "val_loss"]
 Memory = Literal[("auto",) + MEMORY_MODES]    # auto: lean on CUDA, plain on CPU
-METRICS, MEMORY_CHOICES = get_args(Metric), get_args(Memory)
 
 
 class Section(BaseModel):
