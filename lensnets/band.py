@@ -2,7 +2,8 @@
 
 A field (``lensnets.config.field_irreps``) is the direct sum of irreps, in channel order: the
 trivial irrep psi_0 (1 channel), then psi_1 .. psi_F (2 channels each; a rotation by theta
-rotates psi_k's 2-vector by k theta, a flip of O(2) mirrors it). A map of F such fields has F x d channels, field f on channels f d .. f d + d - 1.
+rotates psi_k's 2-vector by k theta, a flip of O(2) mirrors it). A map of F such fields has
+F x d channels, field f on channels f d .. f d + d - 1.
 
 The modules below are plain PyTorch (so ``export()`` is a copy) and each commutes with that
 action, because it treats every irrep of every field as one block and only ever multiplies a
@@ -35,7 +36,6 @@ from e2cnn import nn as enn
 
 from .band_autograd import BandBatchNormFn, NormReLUFn, pair_gain, pair_norms, parts, per_channel
 from .config import GROUP_SPECS, field_irreps
-
 
 
 def band_limited_repr(gspace: gspaces.GSpace, name: str) -> egroup.Representation:

@@ -15,18 +15,10 @@ import torch
 
 def _compile_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "compiling failed", not "the model failed"."""
-    errors: list[type[BaseException]] = []
-    try:
-        from torch._dynamo.exc import TorchDynamoException
-        errors.append(TorchDynamoException)
-    except ImportError:   # pragma: no cover - a torch without Dynamo
-        pass
-    try:
-        from torch._inductor.exc import InductorError
-        errors.append(InductorError)
-    except ImportError:   # pragma: no cover
-        pass
-    return tuple(errors)
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import InductorError
+
+    return TorchDynamoException, InductorError
 
 
 class CompiledForward:
