@@ -2,8 +2,8 @@
 
 A ``ray.cluster_utils.Cluster`` (head with no CPUs, three one-CPU workers) runs the study, two
 trials at a time, so trials spread over nodes (checked too). When
-a trial reports its first epoch (the report returns at once and epoch 2 starts), the test kills
-that trial's node. The trial must continue from its last checkpoint on another node - the next
+Tune has registered a trial's first checkpoint (the report returned at once and epoch 2 runs), the
+test kills that trial's node. The trial must continue from its last checkpoint on another node - the next
 epoch it reports follows the last one reported, none is reported twice, so at most the
 interrupted epoch is redone - the study completes,
 and MLflow holds one child run per trial with steps 1..n, no gaps and no repeats.
@@ -48,13 +48,19 @@ def test_trial_survives_the_loss_of_its_node(tiny_dataset, tmp_path, monkeypatch
 
     def on_result(self, iteration, trials, trial, result, **info):
         reports.append((trial.trial_id, int(result["epoch"]), result["node_id"]))
-        if not killed and result["epoch"] == 1:
-            node = next(w for w in workers if w.node_id == result["node_id"])
-            killed[trial.trial_id] = node.node_id
-            threading.Thread(target=kill, args=(node,)).start()
         logged(self, iteration, trials, trial, result, **info)
 
+    def on_save(self, iteration, trials, trial, **info):
+        # Tune registers a reported checkpoint only when the trial's "save" task answers, just
+        # after on_trial_result; killing the node in between loses the checkpoint, and the trial
+        # starts again from epoch 1 (consumers skip the repeat). Kill once it is registered.
+        if not killed and trial.last_result.get("epoch") == 1:
+            node = next(w for w in workers if w.node_id == trial.last_result["node_id"])
+            killed[trial.trial_id] = node.node_id
+            threading.Thread(target=kill, args=(node,)).start()
+
     monkeypatch.setattr(MlflowTrialLogger, "on_trial_result", on_result)
+    monkeypatch.setattr(MlflowTrialLogger, "on_trial_save", on_save, raising=False)
     # one group and width: every epoch costs about the same; grace = max_epochs: ASHA stops nothing
     overrides = tiny_overrides(tiny_dataset, tmp_path, trials=3, epochs=EPOCHS, name="nodes") + [
         "search.groups=[C4]", "search.widths=[0.25]", "data.image_size=45", f"tune.grace_period={EPOCHS}"]
