@@ -40,13 +40,14 @@ import csv
 import itertools
 import math
 import os
-import statistics
+import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # search_strategies.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVES = ROOT / "benchmarks" / "data" / "curves_local.csv"
@@ -57,8 +58,13 @@ LANDSCAPES = {   # name -> (study config, its overrides for recording, curves ta
                 ROOT / "benchmarks" / "data" / "curves_model_i.csv", (0, 1)),
 }
 MODEL_I_WD_BS = ((1e-5, 32), (3e-4, 64))   # the fractional grid's (weight decay, batch size) pairs
-STRATEGIES = ("ASHA+TPE", "ASHA+random", "FIFO+TPE", "FIFO+random")
-TOLERANCE = 0.01
+# The replay's study: 12 epochs on Model I (its curves rise until then; the laptop config stops
+# at 6), and every recorded group, ResNet-18 included.
+REPLAY_OVERRIDES = {"local": [], "model_i": ["train.max_epochs=12",
+                                             "search.groups=[trivial, C4, C8, D4, D8, resnet18]"]}
+TOLERANCES = (0.01, 0.005)   # targets: the grid's best minus these
+INDIFFERENCE_ZONE = 0.01     # a named group is right if its best is within this of the best group's
+BOOTSTRAP = 2000             # resamples for each interval
 KEY = ("model", "width", "lr", "weight_decay", "batch_size")
 
 # The recorded grid: every model of the default search, its widths and batch sizes, and three
@@ -180,10 +186,16 @@ def record(args) -> int:
 # ----------------------------------------------------------------------------- replay
 
 class CurveTable:
-    """Nearest-configuration lookup of recorded curves (a plain class: Tune pickles it)."""
+    """Nearest-configuration lookup of recorded curves (a plain class: Tune pickles it).
 
-    def __init__(self, curves: dict[tuple, list[float]]):
+    ``curves``: each configuration's mean curve over its seeds (the landscape's truth: its best,
+    which group is best). ``seed_curves``: each configuration's recorded runs; a replayed trial
+    sees one of them, drawn per trial, so the search meets the seed-to-seed noise a study meets.
+    """
+
+    def __init__(self, curves: dict[tuple, list[float]], seed_curves: dict[tuple, list[list[float]]] | None = None):
         self.curves = curves
+        self.seed_curves = seed_curves or {k: [v] for k, v in curves.items()}
         self.best = max(max(c) for c in curves.values())
 
     def nearest(self, config: dict) -> tuple:
@@ -214,6 +226,25 @@ class CurveTable:
     def curve(self, config: dict) -> list[float]:
         return self.curves[self.nearest(config)]
 
+    def observed(self, config: dict, rep: int) -> list[float]:
+        """The run a trial of ``config`` sees in replay ``rep``: one recorded seed, drawn from the
+        configuration's exact values (so a paused and resumed trial sees the same run)."""
+        runs = self.seed_curves[self.nearest(config)]
+        return runs[random.Random(f"{rep}:{sorted(config.items())}").randrange(len(runs))]
+
+    def group_finals(self) -> dict[str, float]:
+        """Each group's best configuration's mean final validation AUC."""
+        finals: dict[str, float] = {}
+        for key, curve in self.curves.items():
+            finals[key[0]] = max(finals.get(key[0], -math.inf), curve[-1])
+        return finals
+
+    def right_groups(self, zone: float = INDIFFERENCE_ZONE) -> set[str]:
+        """The groups a study is right to name: best mean final AUC within ``zone`` of the top."""
+        finals = self.group_finals()
+        top = max(finals.values())
+        return {g for g, v in finals.items() if v >= top - zone}
+
 
 def first_trial_floor(table: CurveTable, study, tolerance: float, draws: int = 4000) -> dict:
     """What no strategy can beat when its first trial is a random draw (TPE's is: no history yet).
@@ -240,152 +271,261 @@ def first_trial_floor(table: CurveTable, study, tolerance: float, draws: int = 4
     return {"p_first": hits / draws, "floor": study.train.max_epochs + earliest - 1, "earliest": earliest}
 
 
-def replay_trial(config: dict, *, table: CurveTable, metric: str) -> None:
-    """A Tune function trainable that reports the nearest recorded curve, one epoch per report."""
+def replay_trial(config: dict, *, table: CurveTable, metric: str, rep: int, checkpoints: bool) -> None:
+    """A Tune function trainable that reports a recorded run of the nearest configuration, one
+    epoch per report. ``checkpoints``: with each epoch a checkpoint naming it, from which a trial
+    HyperBand paused resumes (the other strategies never pause, and skip the cost)."""
     from ray import tune
 
-    for epoch, value in enumerate(table.curve(config), 1):
-        tune.report({"epoch": epoch, metric: value})
+    start = 0
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as folder:
+            start = int((Path(folder) / "epoch").read_text())
+    for epoch, value in enumerate(table.observed(config, rep), 1):
+        if epoch <= start:
+            continue
+        if not checkpoints:
+            tune.report({"epoch": epoch, metric: value})
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "epoch").write_text(str(epoch))
+            tune.report({"epoch": epoch, metric: value}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def make_strategy(name: str, study, seed: int, tpe_startup: int = 10):
-    """``(search_alg, scheduler)`` for one strategy, built like the study builds its own."""
-    import optuna
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def named_group(history: dict[str, tuple[str, list[tuple[int, float]]]], rungs: list[int]) -> str | None:
+    """The group a study would name from ``{trial: (group, [(epoch, value), ...])}``: the group of
+    its best trial by the leaderboard's rule (deepest rung reached, then the best score there)."""
+    import pandas as pd
 
-    from study.search.searcher import PruningOptunaSearch
-    from study.search.space import define_by_run
+    from study.tracking.leaderboard import best_trial, rung_column, scores_per_rung
 
-    t = study.tune
-    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup)
-               if name.endswith("TPE")
-               else optuna.samplers.RandomSampler(seed=seed))
-    search = PruningOptunaSearch(space=define_by_run(study.search), metric=t.metric, mode=t.mode,
-                                 sampler=sampler, max_epochs=study.train.max_epochs)
-    if name.startswith("ASHA"):
-        scheduler = ASHAScheduler(time_attr="epoch", metric=t.metric, mode=t.mode,
-                                  max_t=study.train.max_epochs, grace_period=t.grace_period,
-                                  reduction_factor=t.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
-    return search, scheduler
+    rows = []
+    for group, seen in history.values():
+        at = scores_per_rung(seen, rungs, "max")
+        rows.append({"model": group, "status": "completed", "best": max(v for _, v in seen),
+                     **{rung_column("val_auc", r): at.get(r, math.nan) for r in rungs}})
+    winner = best_trial(pd.DataFrame(rows)) if rows else None
+    return winner["model"] if winner else None
 
 
-def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int,
-                storage: str, tolerance: float = TOLERANCE, tpe_startup: int = 10) -> dict:
-    """Run one strategy once; trial-epochs until a result reaches the target (inf: never)."""
+def replay_once(name: str, study, table: CurveTable, seed: int, max_trials: int, storage: str,
+                tolerances=TOLERANCES, budgets: tuple[int, ...] = ()) -> dict:
+    """Run one strategy once. Returns the trial-epochs until a result first reaches the best minus
+    each tolerance (inf: never) and the group the study would name after each budget of
+    trial-epochs; the run stops once it has both (or after ``max_trials`` trials)."""
     from ray import tune
 
-    target = table.best - tolerance
+    from search_strategies import make_strategy, needs_checkpoints
+    from study.tracking.leaderboard import rung_epochs
+
     metric = study.tune.metric
-    seen = {"epochs": 0, "hit": None, "trials": set()}
+    rungs = rung_epochs(study.tune.grace_period, study.tune.reduction_factor, study.train.max_epochs)
+    seen = {"epochs": 0, "to": {}, "named": {}, "history": {}}
+
+    def done() -> bool:
+        return len(seen["to"]) == len(tolerances) and len(seen["named"]) == len(budgets)
 
     class Count(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             seen["epochs"] += 1
-            seen["trials"].add(trial.trial_id)
-            if seen["hit"] is None and result[metric] >= target:
-                seen["hit"] = seen["epochs"]
+            group = trial.config["model"]
+            seen["history"].setdefault(trial.trial_id, (group, []))[1].append((result["epoch"], result[metric]))
+            for tol in tolerances:
+                if tol not in seen["to"] and result[metric] >= table.best - tol:
+                    seen["to"][tol] = seen["epochs"]
+            for budget in budgets:
+                if budget not in seen["named"] and seen["epochs"] >= budget:
+                    seen["named"][budget] = named_group(seen["history"], rungs)
 
-    class StopAtTarget(tune.Stopper):
+    class StopWhenDone(tune.Stopper):
         def __call__(self, trial_id, result):
             return False
 
         def stop_all(self):
-            return seen["hit"] is not None
+            return done()
 
-    search, scheduler = make_strategy(name, study, seed, tpe_startup)
+    search, scheduler = make_strategy(name, study, seed)
     tuner = tune.Tuner(
-        tune.with_parameters(replay_trial, table=table, metric=metric),
+        tune.with_parameters(replay_trial, table=table, metric=metric, rep=seed,
+                             checkpoints=needs_checkpoints(name)),
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=max_trials,
                                     max_concurrent_trials=1, reuse_actors=True),
-        run_config=tune.RunConfig(name=f"{name}-{seed}", storage_path=storage, stop=StopAtTarget(),
-                                  callbacks=[Count()], verbose=int(os.environ.get("REPLAY_VERBOSE", 0))),
+        run_config=tune.RunConfig(name=f"{name.replace('/', '-')}-{seed}", storage_path=storage,
+                                  stop=StopWhenDone(), callbacks=[Count()],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  verbose=int(os.environ.get("REPLAY_VERBOSE", 0))),
     )
     tuner.fit()
-    return {"trial_epochs": seen["hit"] if seen["hit"] is not None else math.inf,
-            "spent": seen["epochs"], "trials": len(seen["trials"])}
+    for budget in budgets:   # ran out of trials first: name from everything it saw
+        seen["named"].setdefault(budget, named_group(seen["history"], rungs))
+    return {"to": {tol: seen["to"].get(tol, math.inf) for tol in tolerances}, "named": seen["named"],
+            "spent": seen["epochs"], "trials": len(seen["history"])}
 
 
-def summarise(results: dict[str, list[dict]], max_epochs: int) -> str:
-    """Markdown table: median trial-epochs to target, how often reached, ratio to FIFO+random."""
-    def median(rs):
-        return statistics.median(r["trial_epochs"] for r in rs)
+# ----------------------------------------------------------------------------- statistics
 
-    base = median(results["FIFO+random"]) if "FIFO+random" in results else math.nan
-    lines = ["| strategy | reps | reached | median trial-epochs to target | (full trials) "
-             "| quartiles | vs FIFO+random |", "|---|---|---|---|---|---|---|"]
+def bootstrap_median(values: list[float], draws: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float, float]:
+    """The median and its 95% percentile-bootstrap interval (unreached runs count as inf)."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(x, size=(draws, len(x))), axis=1)
+    return float(np.median(x)), *(float(q) for q in np.percentile(medians, [2.5, 97.5]))
+
+
+def bootstrap_ratio(values: list[float], base: list[float], draws: int = BOOTSTRAP,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """median(values) / median(base) and its 95% interval, both sides resampled independently."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(values, dtype=float), np.asarray(base, dtype=float)
+    mx = np.median(rng.choice(x, size=(draws, len(x))), axis=1)
+    my = np.median(rng.choice(y, size=(draws, len(y))), axis=1)
+    with np.errstate(invalid="ignore"):
+        ratios = mx / my
+    return float(np.median(x) / np.median(y)), *(float(q) for q in np.nanpercentile(ratios, [2.5, 97.5]))
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def _interval(m: float, lo: float, hi: float, fmt: str = "{:g}") -> str:
+    def f(v):
+        return "inf" if math.isinf(v) else ("-" if math.isnan(v) else fmt.format(v))
+    return f"{f(m)} [{f(lo)}, {f(hi)}]"
+
+
+def efficiency_table(results: dict[str, list[dict]], max_epochs: int, tolerances=TOLERANCES) -> str:
+    """Markdown: per strategy and tolerance, median trial-epochs to the target, its bootstrap
+    interval, how often reached, and the ratio of medians to FIFO+random with its interval."""
+    head = "| strategy | reps |" + "".join(
+        f" within {t:g}: reached | median trial-epochs [95% CI] | vs FIFO+random [95% CI] |" for t in tolerances)
+    lines = [head, "|---|---|" + "---|---|---|" * len(tolerances)]
+    base = results.get("FIFO+random")
     for name, rs in results.items():
-        eps = sorted(r["trial_epochs"] for r in rs)
-        q1, q3 = eps[len(eps) // 4], eps[(3 * len(eps)) // 4]
-        m = median(rs)
-        ratio = m / base if math.isfinite(m) and math.isfinite(base) else math.nan
-        lines.append(f"| {name} | {len(rs)} | {sum(math.isfinite(e) for e in eps)}/{len(rs)} | {m:g} "
-                     f"| {m / max_epochs:.1f} | {q1:g}-{q3:g} | "
-                     f"{'-' if math.isnan(ratio) else f'{ratio:.0%}'} |")
+        cells = [name, str(len(rs))]
+        for tol in tolerances:
+            eps = [r["to"][tol] for r in rs]
+            cells.append(f"{sum(math.isfinite(e) for e in eps)}/{len(rs)}")
+            cells.append(_interval(*bootstrap_median(eps)))
+            cells.append(_interval(*bootstrap_ratio(eps, [r["to"][tol] for r in base]), fmt="{:.0%}")
+                         if base else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def replay(args) -> int:
-    import ray
+def naming_table(results: dict[str, list[dict]], right: set[str], budgets: dict[int, str]) -> str:
+    """Markdown: per strategy, how often the named group is right after each budget (Wilson 95%)."""
+    lines = ["| strategy |" + "".join(f" right at {label} of the grid [95% CI] |" for label in budgets.values())
+             + " groups named at the largest budget |",
+             "|---|" + "---|" * len(budgets) + "---|"]
+    for name, rs in results.items():
+        cells = [name]
+        for budget in budgets:
+            k = sum(r["named"].get(budget) in right for r in rs)
+            lo, hi = wilson(k, len(rs))
+            cells.append(f"{k / len(rs):.0%} [{lo:.0%}, {hi:.0%}]")
+        last = max(budgets)
+        counts: dict[str, int] = {}
+        for r in rs:
+            counts[str(r["named"].get(last))] = counts.get(str(r["named"].get(last)), 0) + 1
+        cells.append(", ".join(f"{g} {n}" for g, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
+
+# ----------------------------------------------------------------------------- the command
+
+def replay_landscape(landscape: str, args) -> dict:
+    """Replay every strategy ``args.reps`` times on one landscape and print what they did."""
     from study.config import load_config
     from study.tracking.leaderboard import rung_epochs
 
-    config, _, default_curves, _ = LANDSCAPES[args.landscape]
-    study = load_config(config, args.set)
-    curves = read_curves(Path(args.curves or default_curves))
-    table = CurveTable({k: v[:study.train.max_epochs] for k, v in curves.items()})
-    print(f"{len(curves)} recorded configurations; best val AUC {table.best:.4f}, "
-          f"target {table.best - args.tolerance:.4f} (best - {args.tolerance:g}); "
-          f"{table.share_within(args.tolerance):.0%} of the recorded configurations reach it; "
-          f"ASHA grace {study.tune.grace_period}, "
-          f"reduction {study.tune.reduction_factor}, max_t {study.train.max_epochs}; "
-          f"{args.reps} reps x {args.max_trials} trials at most", flush=True)
-    rungs = rung_epochs(study.tune.grace_period, study.tune.reduction_factor, study.train.max_epochs)[:-1]
-    print("rank correlation of the AUC at a rung with the curve's best: "
-          + ", ".join(f"epoch {e}: {table.rank_correlation(e):.2f}" for e in sorted({1, 2, *rungs})), flush=True)
-    floor = first_trial_floor(table, study, args.tolerance)
-    print(f"a random first trial reaches the target {floor['p_first']:.0%} of the time (earliest at "
-          f"epoch {floor['earliest']}); so any strategy whose first trial is random needs more than "
-          f"{floor['floor']} trial-epochs in {1 - floor['p_first']:.0%} of runs", flush=True)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    config, _, default_curves, _ = LANDSCAPES[landscape]
+    study = load_config(config, [*REPLAY_OVERRIDES[landscape], *args.set])
+    path = Path(args.curves or default_curves)
+    max_t = study.train.max_epochs
+    seed_curves: dict[tuple, list[list[float]]] = {}
+    for (key, _), curve in sorted(read_seed_curves(path).items()):
+        seed_curves.setdefault(key, []).append(curve[:max_t])
+    table = CurveTable({k: v[:max_t] for k, v in read_curves(path).items()}, seed_curves)
+    grid_epochs = len(table.curves) * max_t
+    budgets = {grid_epochs // d: f"1/{d}" for d in (8, 4, 2)}
+    right = table.right_groups()
+    finals = table.group_finals()
+    print(f"\n## {landscape}: {len(table.curves)} recorded configurations "
+          f"({max(len(v) for v in seed_curves.values())} seed(s) each; a trial sees one), "
+          f"grid {grid_epochs} trial-epochs; best val AUC {table.best:.4f}; "
+          + "; ".join(f"within {t:g}: {table.share_within(t):.0%} of configurations" for t in TOLERANCES)
+          + f"; ASHA grace {study.tune.grace_period}, reduction {study.tune.reduction_factor}, "
+          f"max_t {max_t}; {args.reps} reps x {args.max_trials} trials at most", flush=True)
+    print("groups' best mean final val AUC: " + ", ".join(f"{g} {v:.4f}" for g, v in
+          sorted(finals.items(), key=lambda kv: -kv[1])) + f"; right to name (within "
+          f"{INDIFFERENCE_ZONE:g}): {', '.join(sorted(right))}", flush=True)
+    rungs = rung_epochs(study.tune.grace_period, study.tune.reduction_factor, max_t)[:-1]
+    print("rank correlation of the AUC at an epoch with the curve's best: "
+          + ", ".join(f"epoch {e}: {table.rank_correlation(e):.2f}" for e in sorted({1, 2, 4, 8, *rungs})
+                      if e < max_t), flush=True)
+    for tol in TOLERANCES:
+        floor = first_trial_floor(table, study, tol)
+        print(f"within {tol:g}: a random first trial reaches the target {floor['p_first']:.0%} of the time "
+              f"(earliest at epoch {floor['earliest']}), so a strategy whose first trial is random needs "
+              f"more than {floor['floor']} trial-epochs in {1 - floor['p_first']:.0%} of runs", flush=True)
     results: dict[str, list[dict]] = {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as storage:
         for name in args.strategies:
             results[name] = [replay_once(name, study, table, seed, args.max_trials, storage,
-                                       args.tolerance, args.tpe_startup)
-                             for seed in range(args.reps)]
-            print(f"{name}: {[r['trial_epochs'] for r in results[name]]} "
+                                         TOLERANCES, tuple(budgets)) for seed in range(args.reps)]
+            print(f"{name}: to within {TOLERANCES[0]:g}: {[r['to'][TOLERANCES[0]] for r in results[name]]} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"\n### {landscape}: trial-epochs until a result is within the tolerance of the grid's best\n")
+    print(efficiency_table(results, max_t))
+    print(f"\n### {landscape}: the study names a right group ({', '.join(sorted(right))}) after a "
+          f"budget of trial-epochs ({', '.join(f'{label} = {b}' for b, label in budgets.items())})\n")
+    print(naming_table(results, right, budgets))
+    return results
+
+
+def replay(args) -> int:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    start = time.perf_counter()
+    for landscape in args.landscape:
+        replay_landscape(landscape, args)
     ray.shutdown()
-    print()
-    print(summarise(results, study.train.max_epochs))
+    print(f"\n{time.perf_counter() - start:.0f} s in all")
     return 0
 
 
 def main(argv=None) -> int:
+    from search_strategies import STRATEGIES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command")
     rec = sub.add_parser("record", help="record learning curves on the grid (resumable)")
     rec.add_argument("--workers", type=int, default=2, help="parallel processes, one core each")
     rec.add_argument("--landscape", choices=sorted(LANDSCAPES), default="local")
     rec.add_argument("--curves", help="the table to append to (default: the landscape's)")
-    rep = sub.add_parser("replay", help="replay the four strategies through Ray Tune")
-    rep.add_argument("--reps", type=int, default=20)
+    rep = sub.add_parser("replay", help="replay the strategies through Ray Tune (the default command)")
+    rep.add_argument("--reps", type=int, default=50)
     rep.add_argument("--max-trials", type=int, default=48,
                      help="trials per run at most (default 48, 3x the default study's 16)")
-    rep.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    rep.add_argument("--landscape", choices=sorted(LANDSCAPES), default="local")
+    rep.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    rep.add_argument("--landscape", nargs="+", choices=sorted(LANDSCAPES), default=sorted(LANDSCAPES))
     rep.add_argument("--curves", help="the recorded table (default: the landscape's)")
-    rep.add_argument("--tolerance", type=float, default=TOLERANCE,
-                     help="target = best recorded val AUC minus this (default 0.01)")
-    rep.add_argument("--tpe-startup", type=int, default=10,
-                     help="TPE's random start-up trials (Optuna's default, which the study uses: 10)")
     rep.add_argument("--set", action="append", default=[],
                      help="override the study config, e.g. tune.grace_period=1")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(argv or sys.argv[1:] or ["replay"])
     return record(args) if args.command == "record" else replay(args)
 
 
@@ -396,6 +536,13 @@ def script_environment() -> None:
         os.environ.setdefault(var, "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # "A new study created" per replay
+    warnings.filterwarnings("ignore", module="statsmodels")  # BOHB's kernel density on a 1-level choice
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ a result logged, a trial proposed. The rules that make ``--resume`` land where t
 ASHA's rule (Li et al. 2020): with grace period ``g`` and reduction factor ``eta``, rungs sit at
 ``g * eta**k`` epochs; a trial reaching a rung is stopped if its metric is below the
 ``1 - 1/eta`` quantile of the values recorded at that rung so far. With ``per_group``
-(``search.allocation: equal``) every group has rungs of its own, so a trial is compared only
-with trials of its group.
+(``search.allocation: equal``; :class:`GroupASHA`) every group has rungs of its own, so a
+trial is compared only with trials of its group.
 """
 from __future__ import annotations
 
@@ -69,16 +69,42 @@ def read_state(state_file: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
-class PersistentASHA(ASHAScheduler):
-    """ASHA whose rungs and stopped trials survive a driver restart (kept in ``state_file``);
-    ``per_group``: separate rungs per group (the trial's ``model``)."""
+class GroupASHA(ASHAScheduler):
+    """Ray Tune's ASHA; with ``per_group``, separate rungs per group (the trial's ``model``), so a
+    trial is compared only with trials of its own group (``search.allocation: equal``)."""
 
-    def __init__(self, *args, state_file: str, per_group: bool = False, **kwargs):
+    def __init__(self, *args, per_group: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.state_file = str(state_file)
         self.per_group = per_group
         self._empty_bracket = copy.deepcopy(internals.asha_brackets(self)[0])
         self._group_brackets: dict[str, object] = {}
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)
+        if self.per_group:
+            internals.asha_trial_brackets(self)[trial.trial_id] = self._bracket_of(str(trial.config["model"]))
+
+    def _bracket_of(self, group: str):
+        if group not in self._group_brackets:
+            self._group_brackets[group] = copy.deepcopy(self._empty_bracket)
+        return self._group_brackets[group]
+
+    def rungs(self) -> list[dict[str, dict[str, float]]]:
+        """Per bracket: ``{milestone: {trial_id: metric}}``."""
+        return [_rung_dict(rungs) for rungs in internals.asha_rung_lists(self)]
+
+    def group_rungs(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``per_group``: per group, ``{milestone: {trial_id: metric}}``."""
+        return {g: _rung_dict(internals.bracket_rungs(b)) for g, b in sorted(self._group_brackets.items())}
+
+
+class PersistentASHA(GroupASHA):
+    """:class:`GroupASHA` whose rungs and stopped trials survive a driver restart (kept in
+    ``state_file``)."""
+
+    def __init__(self, *args, state_file: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state_file = str(state_file)
         self._loaded = False
         self._stopped: dict[str, dict] = {}
         self._listed: set[str] = set()    # trials a snapshot of this driver session lists
@@ -121,26 +147,11 @@ class PersistentASHA(ASHAScheduler):
     def on_trial_add(self, tune_controller, trial):
         self._load_once()
         super().on_trial_add(tune_controller, trial)
-        if self.per_group:
-            internals.asha_trial_brackets(self)[trial.trial_id] = self._bracket_of(str(trial.config["model"]))
-
-    def _bracket_of(self, group: str):
-        if group not in self._group_brackets:
-            self._group_brackets[group] = copy.deepcopy(self._empty_bracket)
-        return self._group_brackets[group]
 
     def on_trial_complete(self, tune_controller, trial, result):
         self._load_once()
         super().on_trial_complete(tune_controller, trial, result)
         self._save()
-
-    def rungs(self) -> list[dict[str, dict[str, float]]]:
-        """Per bracket: ``{milestone: {trial_id: metric}}``."""
-        return [_rung_dict(rungs) for rungs in internals.asha_rung_lists(self)]
-
-    def group_rungs(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``per_group``: per group, ``{milestone: {trial_id: metric}}``."""
-        return {g: _rung_dict(internals.bracket_rungs(b)) for g, b in sorted(self._group_brackets.items())}
 
     def _save(self) -> None:
         with atomic_file(Path(self.state_file), "w") as fh:

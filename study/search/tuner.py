@@ -197,18 +197,25 @@ def load_arrays(dataset) -> dict:
 
 
 def make_searcher(config: StudyConfig, paths: StudyPaths):
+    return searcher_for(config, study_name=config.name, storage=_optuna_storage(paths),
+                        stop_file=str(paths.state / ASHA_STATE))
+
+
+def searcher_for(config: StudyConfig, sampler=None, **where):
+    """The study's searcher; ``where``: its Optuna storage, study name and ASHA state file (none:
+    in memory). ``sampler`` replaces the study's TPE (``benchmarks/study_efficiency.py`` replays
+    random search through the same searcher)."""
     import optuna
 
     from study.search.searcher import PruningOptunaSearch
     from study.search.space import define_by_run
 
     equal = config.search.allocation == "equal"
-    sampler = {"sampler": optuna.samplers.TPESampler(seed=config.seed, multivariate=True)} if equal \
-        else {"seed": config.seed}   # equal: TPE models the group with the rest, so it tunes within it
+    # equal: multivariate TPE models the group with the rest, so it tunes within the group
+    sampler = sampler or optuna.samplers.TPESampler(seed=config.seed, multivariate=equal)
     return PruningOptunaSearch(
         space=define_by_run(config.search), metric=config.tune.metric, mode=config.tune.mode,
-        study_name=config.name, max_epochs=config.train.max_epochs, **sampler,
-        storage=_optuna_storage(paths), stop_file=str(paths.state / ASHA_STATE),
+        max_epochs=config.train.max_epochs, sampler=sampler, **where,
         equal_groups=list(config.search.groups) if equal else None,
     )
 
@@ -222,12 +229,15 @@ def _optuna_storage(paths: StudyPaths):
 def make_scheduler(config: StudyConfig, paths: StudyPaths):
     from study.search.scheduler import PersistentASHA
 
-    return PersistentASHA(
-        time_attr="epoch", metric=config.tune.metric, mode=config.tune.mode,
-        max_t=config.train.max_epochs, grace_period=config.tune.grace_period,
-        reduction_factor=config.tune.reduction_factor, state_file=str(paths.state / ASHA_STATE),
-        per_group=config.search.allocation == "equal",
-    )
+    return PersistentASHA(**asha_settings(config), state_file=str(paths.state / ASHA_STATE))
+
+
+def asha_settings(config: StudyConfig) -> dict:
+    """The study's ASHA: its rungs from the config, one set per group under equal allocation."""
+    return dict(time_attr="epoch", metric=config.tune.metric, mode=config.tune.mode,
+                max_t=config.train.max_epochs, grace_period=config.tune.grace_period,
+                reduction_factor=config.tune.reduction_factor,
+                per_group=config.search.allocation == "equal")
 
 
 def make_logger(config: StudyConfig, paths: StudyPaths, exp_id: str, parent_id: str):

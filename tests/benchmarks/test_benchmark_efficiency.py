@@ -55,40 +55,85 @@ def test_first_trial_floor_is_the_chance_that_a_random_first_draw_reaches_the_ta
 
 
 @pytest.mark.slow
-def test_each_strategy_replays_through_ray_tune_and_asha_spends_less(shared_ray, tmp_path):
+def test_each_strategy_replays_through_ray_tune_and_names_the_one_good_group(shared_ray, tmp_path):
+    from search_strategies import STRATEGIES
+
     study = load_config(eff.CONFIG, ["search.groups=[trivial, C4]", "search.widths=[0.0625]"])
     table = eff.CurveTable(_curves())
-    runs = {name: eff.replay_once(name, study, table, seed=0, max_trials=20, storage=str(tmp_path))
-            for name in eff.STRATEGIES}
+    assert table.right_groups() == {"C4"}
+    runs = {name: eff.replay_once(name, study, table, seed=0, max_trials=20, storage=str(tmp_path),
+                                  budgets=(24, 48)) for name in STRATEGIES}
     for name, r in runs.items():
-        assert 1 <= r["trials"] <= 20
-        if math.isfinite(r["trial_epochs"]):
-            assert r["trial_epochs"] == r["spent"]   # the run stops at the first result on target
-    for name in ("FIFO+TPE", "FIFO+random"):           # FIFO trains every trial to the end
-        assert runs[name]["spent"] > 8 * (runs[name]["trials"] - 1)
-    table_md = eff.summarise({k: [v] for k, v in runs.items()}, max_epochs=8)
-    assert table_md.count("\n") == 1 + len(runs) and "FIFO+random" in table_md
+        assert 1 <= r["trials"] <= 20, name
+        assert r["to"][0.01] <= r["to"][0.005] <= r["spent"] or r["trials"] == 20, name
+        assert set(r["named"]) == {24, 48} and r["named"][48] in {"trivial", "C4"}, name
+        # it stops once it has every answer: at the later of the last target and the last budget
+        if r["trials"] < 20:
+            assert r["spent"] == max(48, r["to"][0.005]), name
+    assert runs["FIFO+random"]["spent"] > 8 * (runs["FIFO+random"]["trials"] - 1)   # no early stops
+    assert runs["ASHA+TPE"]["named"][48] == "C4"
+    results = {k: [v, v] for k, v in runs.items()}
+    assert eff.efficiency_table(results, max_epochs=8).count("\n") == 1 + len(runs)
+    assert eff.naming_table(results, {"C4"}, {24: "1/8", 48: "1/4"}).count("\n") == 1 + len(runs)
 
 
-def test_the_model_i_grid_records_every_group_and_resnet_with_two_seeds_and_averages_them(tmp_path):
-    config, overrides, _, seeds = eff.LANDSCAPES["model_i"]
-    study = load_config(config, overrides)
-    grid = eff.grid(study.search, "model_i")
-    assert len(grid) == 36 and seeds == (0, 1) and study.train.max_epochs == 12
-    assert {c["model"] for c in grid} == {*study.search.groups, "resnet18"}
-    assert {(c["weight_decay"], c["batch_size"]) for c in grid} == set(eff.MODEL_I_WD_BS)
-    table = tmp_path / "curves.csv"
-    table.write_text("model,width,lr,weight_decay,batch_size,seed,epoch,val_auc_micro,epoch_seconds\n"
-                     "C4,0.0625,0.001,1e-05,32,0,1,0.5,7\nC4,0.0625,0.001,1e-05,32,0,2,0.7,7\n"
-                     "C4,0.0625,0.001,1e-05,32,1,1,0.6,7\nC4,0.0625,0.001,1e-05,32,1,2,0.9,7\n")
-    assert set(eff.read_seed_curves(table)) == {(("C4", 0.0625, 0.001, 1e-05, 32), s) for s in (0, 1)}
-    (curve,) = eff.read_curves(table).values()
-    assert curve == pytest.approx([0.55, 0.8])
+def test_equal_allocation_replays_round_robin_over_the_groups(shared_ray, tmp_path):
+    study = load_config(eff.CONFIG, ["search.groups=[trivial, C4]", "search.widths=[0.0625]"])
+    run = eff.replay_once("ASHA+random/equal", study, eff.CurveTable(_curves()), seed=1, max_trials=6,
+                          storage=str(tmp_path), budgets=(10_000,))
+    assert run["trials"] == 6      # never done: it runs out of trials, three per group
 
 
-def test_committed_model_i_curves_cover_its_grid_with_both_seeds():
-    config, overrides, path, seeds = eff.LANDSCAPES["model_i"]
-    study = load_config(config, overrides)
-    runs = eff.read_seed_curves(path)
-    assert set(runs) == {(eff._key(c), s) for c in eff.grid(study.search, "model_i") for s in seeds}
-    assert {len(c) for c in runs.values()} == {12} and all(0.3 <= v <= 1.0 for c in runs.values() for v in c)
+def test_named_group_follows_the_leaderboard_rule_deepest_rung_first():
+    history = {"a": ("trivial", [(1, 0.99)]),                        # best score, one epoch only
+               "b": ("C4", [(1, 0.6), (2, 0.7), (3, 0.8)]),
+               "c": ("D4", [(1, 0.7), (2, 0.75), (3, 0.79)])}
+    assert eff.named_group(history, [1, 3]) == "C4"
+    assert eff.named_group({}, [1, 3]) is None
+
+
+def test_a_replayed_trial_sees_one_recorded_seed_the_same_one_each_time():
+    key = ("C4", 0.0625, 1e-3, 3e-5, 32)
+    table = eff.CurveTable({key: [0.5, 0.6]}, {key: [[0.4, 0.5], [0.6, 0.7]]})
+    config = {"model": "C4", "width": 0.0625, "lr": 1e-3, "weight_decay": 3e-5, "batch_size": 32}
+    seen = {tuple(table.observed(config, rep)) for rep in range(40)}
+    assert seen == {(0.4, 0.5), (0.6, 0.7)}
+    assert table.observed(config, 3) == table.observed(dict(config), 3)
+    assert table.group_finals() == {"C4": 0.6}
+
+
+def test_intervals():
+    lo, hi = eff.wilson(9, 10)
+    assert lo == pytest.approx(0.596, abs=1e-3) and hi == pytest.approx(0.982, abs=1e-3)
+    m, lo, hi = eff.bootstrap_median([1, 2, 3, 4, 100])
+    assert m == 3 and 1 <= lo <= 3 <= hi <= 100
+    r, lo, hi = eff.bootstrap_ratio([2] * 5, [4] * 5)
+    assert r == lo == hi == 0.5
+    assert eff.bootstrap_median([1, math.inf, math.inf])[0] == math.inf
+
+
+def test_progressive_asha_raises_its_maximum_only_while_the_top_ranks_change():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+    from search_strategies import ProgressiveASHA
+
+    pasha = ProgressiveASHA(time_attr="epoch", metric="auc", mode="max", max_t=12, grace_period=1,
+                            reduction_factor=2)
+    assert pasha.milestones == [1, 2, 4, 8] and pasha.top == 1      # first maximum: epoch 2
+
+    def run(trial_id, values):
+        trial = SimpleNamespace(trial_id=trial_id, config={"model": "C4"})
+        pasha.on_trial_add(None, trial)
+        for epoch, v in enumerate(values, 1):
+            decision = pasha.on_trial_result(None, trial, {"epoch": epoch, "auc": v})
+            if decision == TrialScheduler.STOP:
+                return epoch
+        return len(values)
+
+    assert run("a", [0.6, 0.7, 0.8]) == 2                  # alone at the top rung: stop there
+    assert run("b", [0.7, 0.8, 0.9]) == 2                  # same order at epochs 1 and 2: stop
+    # c is last at epoch 1, first at epoch 2: the ranks changed, the maximum rises to epoch 4
+    assert run("c", [0.65, 0.9, 0.9, 0.92, 0.95]) == 4 and pasha.top == 2
+    # d passes c between epochs 2 and 4: the maximum rises to 8, where d is alone
+    assert run("d", [0.66, 0.85, 0.9, 0.93, 0.93, 0.93, 0.93, 0.94, 0.95]) == 8 and pasha.top == 3
