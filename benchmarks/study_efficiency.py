@@ -1,37 +1,39 @@
 #!/usr/bin/env python
-"""Efficiency of the search: trial-epochs each strategy needs to get within 0.01 of the best.
+"""Efficiency of the search: trial-epochs each strategy needs to get near the best, and how often
+it names the right group.
 
 A tabular HPO benchmark (as in HPOBench / LCBench): real learning curves are recorded once on a
-grid of configurations of the laptop study (``configs/local.yaml``: small64 at 33 px, 8 epochs,
-seed 0), then the strategies are replayed through the real Ray Tune schedulers and searchers with
-a trainable that looks the curve of the nearest recorded configuration up (same model and batch
-size, nearest width, nearest log learning rate and log weight decay) and reports it epoch by
-epoch - no training, so a replay costs seconds.
+grid of configurations, then search strategies are replayed through the real Ray Tune schedulers
+and searchers with a trainable that looks up the nearest recorded configuration (same model and
+batch size, nearest width, nearest log learning rate and log weight decay) and reports one of its
+recorded runs (seed drawn per trial) epoch by epoch - no training, so a replay costs seconds.
 
-    python benchmarks/study_efficiency.py record [--workers 2]   # ~35 min on 2 cores, resumable
-    python benchmarks/study_efficiency.py replay [--reps 20]     # the four strategies, ~minutes
-    python benchmarks/study_efficiency.py record --landscape model_i   # ~2 h on 2 cores, resumable
+    python benchmarks/study_efficiency.py                 # replay both landscapes, 50 reps each (~40 min)
+    python benchmarks/study_efficiency.py replay --landscape model_i --reps 10 --strategies ASHA+TPE FIFO+random
+    python benchmarks/study_efficiency.py record [--workers 2]   # ~60 min on 2 cores, resumable
+    python benchmarks/study_efficiency.py record --landscape model_i   # ~60 min on 2 cores, resumable
 
-Two landscapes (``--landscape``): ``local`` (above) and ``model_i``: the Model I laptop config
-(``configs/model-i-laptop.yaml``: DeepLense Model I physics at 65 px, where the curves stay near
-chance for the first epochs and the groups differ), every group of it plus ResNet-18, 12 epochs,
-two seeds per configuration (``seed`` column), on a fractional grid sized to record in about two
-hours: width 1/16 (the config's only width), lr 3e-4 / 1e-3 / 3e-3, and (weight decay, batch size)
-(1e-5, 32) and (3e-4, 64). Seed 0 of every configuration records first. The replay reads a
-configuration's curve as the mean over its recorded seeds.
+Two landscapes (``--landscape``):
 
-Strategies (``--reps`` seeds each; seed ``r`` seeds the sampler):
+- ``local``: the laptop study (``configs/local.yaml``: small64 at 33 px, 8 epochs, seed 0), every
+  group, width and batch size, lr 3e-4 / 1e-3 / 3e-3, weight decay 3e-5: 66 configurations;
+- ``model_i``: the Model I laptop config (``configs/model-i-laptop.yaml``: DeepLense Model I
+  physics at 65 px, where the curves stay near chance for the first epochs and the groups differ),
+  every group of it plus ResNet-18, 12 epochs, two seeds per configuration (``seed`` column), on a
+  fractional grid: width 1/16, lr 3e-4 / 1e-3 / 3e-3, and (weight decay, batch size) (1e-5, 32)
+  and (3e-4, 64): 36 configurations. A configuration's mean curve over its seeds is the truth.
 
-- ``ASHA+TPE``: the study's own: ``PruningOptunaSearch`` (TPE, seeded; stopped trials told as
-  PRUNED) and ASHA with the config's grace period and reduction factor (the rules of
-  ``PersistentASHA``, without its state file, which only matters across driver restarts);
-- ``ASHA+random``: the same ASHA, Optuna's ``RandomSampler``;
-- ``FIFO+TPE``, ``FIFO+random``: every trial runs all ``max_epochs``.
+Strategies: ``benchmarks/search_strategies.py``. One trial at a time (``max_concurrent_trials=1``)
+so the order of results, hence the count, is deterministic given the rep's seed. Per run:
 
-One trial at a time (``max_concurrent_trials=1``) so the order of results, hence the count, is
-deterministic given the seed. The target is the best validation AUC anywhere in the table minus
-0.01; a run stops when a reported epoch reaches it, or after ``--max-trials`` trials (then it
-counts as not reached, and the median is over all reps with unreached ones ranked last).
+- trial-epochs until a reported validation AUC is within 0.01 and 0.005 of the grid's best
+  (the best mean curve); a run that never gets there in ``--max-trials`` trials counts as inf;
+- the group the study would name (its leaderboard's rule: the best trial at the deepest rung)
+  after 1/8, 1/4 and 1/2 of the grid's compute (configurations x epochs); it is right when that
+  group's best mean final AUC is within 0.01 of the best group's (an indifference zone).
+
+Medians carry 95% percentile-bootstrap intervals (reps resampled), ratios to FIFO+random too
+(both sides resampled), and proportions a Wilson interval.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ REPLAY_OVERRIDES = {"local": [], "model_i": ["train.max_epochs=12",
 TOLERANCES = (0.01, 0.005)   # targets: the grid's best minus these
 INDIFFERENCE_ZONE = 0.01     # a named group is right if its best is within this of the best group's
 BOOTSTRAP = 2000             # resamples for each interval
+DEFAULT = "ASHA+TPE"         # the study's search (search.allocation: adaptive), chosen by this replay
 KEY = ("model", "width", "lr", "weight_decay", "batch_size")
 
 # The recorded grid: every model of the default search, its widths and batch sizes, and three
@@ -251,8 +254,9 @@ def first_trial_floor(table: CurveTable, study, tolerance: float, draws: int = 4
 
     With one trial at a time ASHA lets the first trial run to ``max_epochs`` (no rung has a rival),
     so a run can reach the target within ``max_epochs + earliest - 1`` trial-epochs (``earliest``:
-    the first epoch at which any recorded curve reaches it) only if its first trial does; that
-    happens with probability ``p_first``, estimated from ``draws`` draws of the study's own space.
+    the first epoch at which any recorded run reaches it) only if its first trial does; that
+    happens with probability ``p_first``, estimated from ``draws`` draws of the study's own space
+    (each seeing a recorded run, as a replayed trial does).
     When ``p_first < 0.5`` every such strategy's median is above ``floor`` trial-epochs.
     """
     import optuna
@@ -260,13 +264,14 @@ def first_trial_floor(table: CurveTable, study, tolerance: float, draws: int = 4
     from study.search.space import define_by_run
 
     target = table.best - tolerance
-    earliest = min(e for c in table.curves.values() for e, v in enumerate(c, 1) if v >= target)
+    earliest = min(e for runs in table.seed_curves.values() for c in runs
+                   for e, v in enumerate(c, 1) if v >= target)
     space, trials = define_by_run(study.search), optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     hits = 0
-    for _ in range(draws):
+    for draw in range(draws):
         trial = trials.ask()
         space(trial)
-        hits += max(table.curve(trial.params)) >= target
+        hits += max(table.observed(trial.params, draw)) >= target
         trials.tell(trial, 0.0)
     return {"p_first": hits / draws, "floor": study.train.max_epochs + earliest - 1, "earliest": earliest}
 
@@ -474,8 +479,9 @@ def replay_landscape(landscape: str, args) -> dict:
     print("rank correlation of the AUC at an epoch with the curve's best: "
           + ", ".join(f"epoch {e}: {table.rank_correlation(e):.2f}" for e in sorted({1, 2, 4, 8, *rungs})
                       if e < max_t), flush=True)
+    floors = {}
     for tol in TOLERANCES:
-        floor = first_trial_floor(table, study, tol)
+        floor = floors[tol] = first_trial_floor(table, study, tol)
         print(f"within {tol:g}: a random first trial reaches the target {floor['p_first']:.0%} of the time "
               f"(earliest at epoch {floor['earliest']}), so a strategy whose first trial is random needs "
               f"more than {floor['floor']} trial-epochs in {1 - floor['p_first']:.0%} of runs", flush=True)
@@ -492,7 +498,39 @@ def replay_landscape(landscape: str, args) -> dict:
     print(f"\n### {landscape}: the study names a right group ({', '.join(sorted(right))}) after a "
           f"budget of trial-epochs ({', '.join(f'{label} = {b}' for b, label in budgets.items())})\n")
     print(naming_table(results, right, budgets))
+    print()
+    print(verdict_lines(results, right, budgets, floors))
     return results
+
+
+def verdict_lines(results: dict[str, list[dict]], right: set[str], budgets: dict[int, str],
+                  floors: dict[float, dict]) -> str:
+    """The answers to the two questions, for the study's default strategy (``DEFAULT``)."""
+    lines = []
+    base = results.get("FIFO+random")
+    for tol in TOLERANCES:
+        if not base:
+            break
+        ratios = {n: bootstrap_ratio([r["to"][tol] for r in rs], [r["to"][tol] for r in base])
+                  for n, rs in results.items() if n != "FIFO+random"}
+        best = min(ratios, key=lambda n: ratios[n][0])
+        line = f"within {tol:g}: the best strategy, {best}, needs {_interval(*ratios[best], fmt='{:.0%}')} of FIFO+random's trial-epochs"
+        if DEFAULT in ratios:
+            line += f"; the default, {DEFAULT}, {_interval(*ratios[DEFAULT], fmt='{:.0%}')}"
+        goal = 0.4 * bootstrap_median([r["to"][tol] for r in base])[0]
+        if ratios[best][0] > 0.4 and tol in floors and floors[tol]["floor"] >= goal:
+            line += (f". 40% of FIFO+random's median is {goal:g} trial-epochs, at or below the floor of "
+                     f"{floors[tol]['floor']} that {1 - floors[tol]['p_first']:.0%} of runs of any strategy "
+                     "training its first trial to the end cannot beat")
+        lines.append(line)
+    quarter = next((b for b, label in budgets.items() if label == "1/4"), None)
+    if DEFAULT in results and quarter:
+        k = sum(r["named"].get(quarter) in right for r in results[DEFAULT])
+        lo, hi = wilson(k, len(results[DEFAULT]))
+        lines.append(f"the default, {DEFAULT}, names a right group in {k}/{len(results[DEFAULT])} replays "
+                     f"({k / len(results[DEFAULT]):.0%}, 95% CI [{lo:.0%}, {hi:.0%}]) at 1/4 of the grid's "
+                     f"compute ({quarter} trial-epochs)")
+    return "\n".join(lines)
 
 
 def replay(args) -> int:

@@ -127,14 +127,17 @@ def by_group(trials: pd.DataFrame, mode: str = "max") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "trials", "trial_epochs", *columns, "best_trial", "reached"])
 
 
-def unequal_budgets(trials: pd.DataFrame, groups: list[str]) -> str | None:
-    """One line when the groups' tuning budgets differ (trials, or trial-epochs by more than a
-    tenth), else None: a group tuned more can win for that reason alone (Dodge et al. 2019)."""
+def unequal_budgets(trials: pd.DataFrame, groups: list[str], per_group_stopping: bool = False) -> str | None:
+    """One line when the groups' tuning budgets differ, else None: a group tuned more can win for
+    that reason alone (Dodge et al. 2019). Unequal: different numbers of trials or, unless every
+    group had rungs of its own (``per_group_stopping``, ``search.allocation: equal``), trial-epochs
+    differing by more than a tenth. With rungs per group, a group's trial-epochs differ only by how
+    its own trials compared with each other, so equal trials are an equal budget."""
     budget = {g: (int((trials.model == g).sum()), int(trials.loc[trials.model == g, "epochs"].sum()))
               for g in groups}
     counts = [b[0] for b in budget.values()]
     epochs = [b[1] for b in budget.values()]
-    if len(set(counts)) <= 1 and max(epochs) <= 1.1 * min(epochs):
+    if len(set(counts)) <= 1 and (per_group_stopping or max(epochs) <= 1.1 * min(epochs)):
         return None
     spelled = ", ".join(f"{g} {n} trials / {e} trial-epochs" for g, (n, e) in budget.items())
     return (f"unequal tuning budgets ({spelled}): a group tuned more can come out ahead for that "

@@ -147,7 +147,8 @@ def run_verdict(record: StudyRecord, options: VerdictOptions) -> dict:
 
     trials = study_trials(record)
     picks = contenders(trials, record, epochs)
-    budget_warning = unequal_budgets(trials, [c.group for c in picks])
+    budget_warning = unequal_budgets(trials, [c.group for c in picks],
+                                    per_group_stopping=config.search.allocation == "equal")
     if budget_warning:
         print(f"warning: {budget_warning}")
     data_path = options.data or config.data.path

@@ -137,3 +137,17 @@ def test_progressive_asha_raises_its_maximum_only_while_the_top_ranks_change():
     assert run("c", [0.65, 0.9, 0.9, 0.92, 0.95]) == 4 and pasha.top == 2
     # d passes c between epochs 2 and 4: the maximum rises to 8, where d is alone
     assert run("d", [0.66, 0.85, 0.9, 0.93, 0.93, 0.93, 0.93, 0.94, 0.95]) == 8 and pasha.top == 3
+
+
+def test_the_closing_lines_give_the_default_and_the_floor_that_blocks_the_goal():
+    def run(to_01, to_005, named):
+        return {"to": {0.01: to_01, 0.005: to_005}, "named": {108: named}}
+
+    results = {"FIFO+random": [run(40, 80, "C4")] * 4,
+               "ASHA+TPE": [run(30, 60, "C4")] * 3 + [run(30, 60, "trivial")]}
+    floors = {0.01: {"floor": 18, "p_first": 0.2, "earliest": 7}, 0.005: {"floor": 30, "p_first": 0.1, "earliest": 9}}
+    text = eff.verdict_lines(results, {"C4"}, {108: "1/4"}, floors)
+    first, second, third = text.splitlines()
+    assert "ASHA+TPE, needs 75% [75%, 75%]" in first and "floor of 18 that 80% of runs" in first
+    assert "floor" not in second                      # 40% of 80 = 32 > 30: the floor does not block it
+    assert third.startswith("the default, ASHA+TPE, names a right group in 3/4 replays (75%")

@@ -50,6 +50,12 @@ def test_unequal_tuning_budgets_are_named_and_equal_ones_pass():
     assert warning.startswith("unequal tuning budgets (C4 2 trials / 10 trial-epochs, trivial 1 trials / "
                               "8 trial-epochs)") and "search.allocation=equal" in warning
     assert unequal_budgets(trials, ["C4", "trivial", "D4"]).count("D4 0 trials") == 1
+    # the same trials, one group's second trial stopped earlier: unequal trial-epochs, unless every
+    # group had rungs of its own (then it only lost to its own group's first trial)
+    shorter = trials.assign(epochs=[8, 2, 8, 6])
+    assert unequal_budgets(shorter, ["C4", "trivial"]).startswith("unequal tuning budgets")
+    assert unequal_budgets(shorter, ["C4", "trivial"], per_group_stopping=True) is None
+    assert unequal_budgets(trials.iloc[:3], ["C4", "trivial"], per_group_stopping=True) is not None
 
 
 def test_scores_per_rung_need_the_rungs_epochs():
