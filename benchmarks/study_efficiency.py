@@ -402,9 +402,11 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
-def _interval(m: float, lo: float, hi: float, fmt: str = "{:g}") -> str:
+def _interval(m: float, lo: float, hi: float, fmt: str = "") -> str:
     def f(v):
-        return "inf" if math.isinf(v) else ("-" if math.isnan(v) else fmt.format(v))
+        if math.isinf(v) or math.isnan(v):
+            return "inf" if math.isinf(v) else "-"
+        return fmt.format(v) if fmt else f"{v:.1f}".removesuffix(".0")
     return f"{f(m)} [{f(lo)}, {f(hi)}]"
 
 
