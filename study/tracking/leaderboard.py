@@ -140,8 +140,11 @@ def unequal_budgets(trials: pd.DataFrame, groups: list[str], per_group_stopping:
     if len(set(counts)) <= 1 and (per_group_stopping or max(epochs) <= 1.1 * min(epochs)):
         return None
     spelled = ", ".join(f"{g} {n} trials / {e} trial-epochs" for g, (n, e) in budget.items())
+    fixes = [] if per_group_stopping else ["search.allocation=equal gives every group the same number of trials"]
+    if unsearched := [g for g, (n, _) in budget.items() if n == 0]:
+        fixes.insert(0, f"{', '.join(unsearched)} had no trials: add it to search.groups to tune it")
     return (f"unequal tuning budgets ({spelled}): a group tuned more can come out ahead for that "
-            "reason alone; search.allocation=equal gives every group the same number of trials")
+            f"reason alone; {'; '.join(fixes)}")
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:

@@ -56,6 +56,9 @@ def test_unequal_tuning_budgets_are_named_and_equal_ones_pass():
     assert unequal_budgets(shorter, ["C4", "trivial"]).startswith("unequal tuning budgets")
     assert unequal_budgets(shorter, ["C4", "trivial"], per_group_stopping=True) is None
     assert unequal_budgets(trials.iloc[:3], ["C4", "trivial"], per_group_stopping=True) is not None
+    # a control the verdict adds was never searched: the fix is search.groups, not the allocation
+    unsearched = unequal_budgets(trials, ["C4", "trivial", "D4"], per_group_stopping=True)
+    assert unsearched.endswith("reason alone; D4 had no trials: add it to search.groups to tune it")
 
 
 def test_scores_per_rung_need_the_rungs_epochs():
