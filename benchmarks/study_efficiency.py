@@ -46,6 +46,7 @@ import random
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -105,11 +106,20 @@ def _key(row: dict) -> tuple:
 def read_curves(path: Path = CURVES) -> dict[tuple, list[float]]:
     """``{(model, width, lr, weight_decay, batch_size): [val_auc_micro at epoch 1, 2, ...]}``,
     the mean over the configuration's recorded seeds."""
-    per_seed = read_seed_curves(path)
-    curves: dict[tuple, list[list[float]]] = {}
-    for (key, _seed), curve in per_seed.items():
-        curves.setdefault(key, []).append(curve)
-    return {k: [sum(v) / len(v) for v in zip(*c)] for k, c in curves.items()}
+    return mean_curves(runs_by_configuration(read_seed_curves(path)))
+
+
+def runs_by_configuration(per_seed: dict[tuple, list[float]], epochs: int | None = None) -> dict[tuple, list[list[float]]]:
+    """``{configuration: [curve of each seed, in seed order]}``, each cut to ``epochs``."""
+    runs: dict[tuple, list[list[float]]] = {}
+    for (key, _seed), curve in sorted(per_seed.items()):
+        runs.setdefault(key, []).append(curve[:epochs])
+    return runs
+
+
+def mean_curves(runs: dict[tuple, list[list[float]]]) -> dict[tuple, list[float]]:
+    """Each configuration's mean curve over its seeds."""
+    return {k: [sum(v) / len(v) for v in zip(*c)] for k, c in runs.items()}
 
 
 def read_seed_curves(path: Path) -> dict[tuple, list[float]]:
@@ -374,8 +384,7 @@ def bootstrap_median(values: list[float], draws: int = BOOTSTRAP, seed: int = 0)
     import numpy as np
 
     x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    medians = np.median(rng.choice(x, size=(draws, len(x))), axis=1)
+    medians = _resampled_medians(x, np.random.default_rng(seed), draws)
     return float(np.median(x)), *(float(q) for q in np.percentile(medians, [2.5, 97.5]))
 
 
@@ -386,11 +395,17 @@ def bootstrap_ratio(values: list[float], base: list[float], draws: int = BOOTSTR
 
     rng = np.random.default_rng(seed)
     x, y = np.asarray(values, dtype=float), np.asarray(base, dtype=float)
-    mx = np.median(rng.choice(x, size=(draws, len(x))), axis=1)
-    my = np.median(rng.choice(y, size=(draws, len(y))), axis=1)
+    mx, my = _resampled_medians(x, rng, draws), _resampled_medians(y, rng, draws)
     with np.errstate(invalid="ignore"):
         ratios = mx / my
     return float(np.median(x) / np.median(y)), *(float(q) for q in np.nanpercentile(ratios, [2.5, 97.5]))
+
+
+def _resampled_medians(x, rng, draws: int):
+    """The medians of ``draws`` resamples of ``x`` with replacement."""
+    import numpy as np
+
+    return np.median(rng.choice(x, size=(draws, len(x))), axis=1)
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -410,7 +425,7 @@ def _interval(m: float, lo: float, hi: float, fmt: str = "") -> str:
     return f"{f(m)} [{f(lo)}, {f(hi)}]"
 
 
-def efficiency_table(results: dict[str, list[dict]], max_epochs: int, tolerances=TOLERANCES) -> str:
+def efficiency_table(results: dict[str, list[dict]], tolerances=TOLERANCES) -> str:
     """Markdown: per strategy and tolerance, median trial-epochs to the target, its bootstrap
     interval, how often reached, and the ratio of medians to FIFO+random with its interval."""
     head = "| strategy | reps |" + "".join(
@@ -441,10 +456,8 @@ def naming_table(results: dict[str, list[dict]], right: set[str], budgets: dict[
             lo, hi = wilson(k, len(rs))
             cells.append(f"{k / len(rs):.0%} [{lo:.0%}, {hi:.0%}]")
         last = max(budgets)
-        counts: dict[str, int] = {}
-        for r in rs:
-            counts[str(r["named"].get(last))] = counts.get(str(r["named"].get(last)), 0) + 1
-        cells.append(", ".join(f"{g} {n}" for g, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+        counts = Counter(str(r["named"].get(last)) for r in rs)
+        cells.append(", ".join(f"{g} {n}" for g, n in counts.most_common()))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -460,10 +473,8 @@ def replay_landscape(landscape: str, args) -> dict:
     study = load_config(config, [*REPLAY_OVERRIDES[landscape], *args.set])
     path = Path(args.curves or default_curves)
     max_t = study.train.max_epochs
-    seed_curves: dict[tuple, list[list[float]]] = {}
-    for (key, _), curve in sorted(read_seed_curves(path).items()):
-        seed_curves.setdefault(key, []).append(curve[:max_t])
-    table = CurveTable({k: v[:max_t] for k, v in read_curves(path).items()}, seed_curves)
+    seed_curves = runs_by_configuration(read_seed_curves(path), max_t)
+    table = CurveTable(mean_curves(seed_curves), seed_curves)
     grid_epochs = len(table.curves) * max_t
     budgets = {grid_epochs // d: f"1/{d}" for d in (8, 4, 2)}
     right = table.right_groups()
@@ -496,7 +507,7 @@ def replay_landscape(landscape: str, args) -> dict:
             print(f"{name}: to within {TOLERANCES[0]:g}: {[r['to'][TOLERANCES[0]] for r in results[name]]} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     print(f"\n### {landscape}: trial-epochs until a result is within the tolerance of the grid's best\n")
-    print(efficiency_table(results, max_t))
+    print(efficiency_table(results))
     print(f"\n### {landscape}: the study names a right group ({', '.join(sorted(right))}) after a "
           f"budget of trial-epochs ({', '.join(f'{label} = {b}' for b, label in budgets.items())})\n")
     print(naming_table(results, right, budgets))
